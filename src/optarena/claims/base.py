@@ -1,0 +1,97 @@
+"""What a claim module provides and what its verdict is.
+
+A claim module (``r1_sgd_tuning.py`` ... ``m4_bias_correction.py``) defines:
+
+- ``ID`` ("R1"), ``TEXT_ZH`` (the article's words), ``TEXT_EN`` (an English rendering),
+- ``RULE``: the verdict rule in words, fixed before any result is seen,
+- ``design(quick: bool) -> list[Study]``: the runs it needs,
+- ``verdict(results: dict[str, list[RunResult]]) -> Verdict``: numbers in, verdict out; keyed by
+  ``Study.name``.
+
+Plots are data (``Plot``), drawn later by ``optarena.report``; claims never import the report.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+VERDICTS = ("supported", "contradicted", "inconclusive")
+
+
+@dataclass
+class Series:
+    """One line (or band, or 2-D path) of a plot. ``lo``/``hi`` give an interval band when present."""
+
+    label: str
+    x: list[float]
+    y: list[float]
+    lo: list[float] | None = None
+    hi: list[float] | None = None
+
+
+@dataclass
+class Plot:
+    """A figure as data: ``kind`` is one of "curves", "bars", "profile", "trajectories".
+
+    For "trajectories", ``contour`` holds {"x": [...], "y": [...], "z": [[...]]} of the loss surface.
+    For "bars", each series has one x (category index) per bar and ``categories`` names them.
+    """
+
+    kind: str
+    title: str
+    xlabel: str
+    ylabel: str
+    series: list[Series]
+    logx: bool = False
+    logy: bool = False
+    contour: dict[str, Any] | None = None
+    categories: list[str] | None = None
+    caption: str = ""
+
+
+@dataclass
+class Verdict:
+    id: str
+    claim_zh: str
+    claim_en: str
+    verdict: str
+    effect: float
+    ci95: tuple[float, float]
+    problems: list[str]
+    budget: int
+    seeds: int
+    rule: str
+    effect_name: str = ""
+    summary: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+    plots: list[Plot] = field(default_factory=list)
+    run_keys: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"verdict must be one of {VERDICTS}, got {self.verdict!r}")
+
+    def as_json(self) -> dict[str, Any]:
+        """The verdicts.json record (plots left out; they live in the HTML report)."""
+        return {
+            "id": self.id,
+            "claim_zh": self.claim_zh,
+            "claim_en": self.claim_en,
+            "verdict": self.verdict,
+            "effect": self.effect,
+            "effect_name": self.effect_name,
+            "ci95": [self.ci95[0], self.ci95[1]],
+            "problems": list(self.problems),
+            "budget": self.budget,
+            "seeds": self.seeds,
+            "rule": self.rule,
+            "summary": self.summary,
+            "details": self.details,
+            "run_keys": list(self.run_keys),
+        }
+
+    def as_dict(self) -> dict[str, Any]:
+        d = self.as_json()
+        d["plots"] = [asdict(p) for p in self.plots]
+        return d

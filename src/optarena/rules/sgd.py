@@ -1,0 +1,85 @@
+"""Stochastic gradient descent.
+
+article   w = w - alpha * g                                   (plus optional L2: g = g + wd*w)
+pytorch   torch.optim.SGD: g = g + wd*w;  b = g (t=1), b = mu*b + (1-dampening)*g (t>1);
+          d = g + mu*b if nesterov else b;  w = w - lr*d
+keras     keras.optimizers.SGD: w = w - lr*wd*w (decoupled);  m = mu*m - lr*g;
+          w = w + mu*m - lr*g if nesterov else w + m
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor
+
+from optarena.rules.base import HP, Rule, any_nonzero, zeros_like
+from optarena.rules.primitives import decoupled_decay_, l2_gradient, step_
+
+
+@dataclass(frozen=True)
+class SGD(Rule):
+    """The article's SGD: w = w - alpha * g."""
+
+    name = "sgd"
+    lr: HP
+    weight_decay: HP = 0.0
+
+    def init_state(self, param: Tensor) -> dict[str, Tensor]:
+        return {}
+
+    def apply_(self, param, grad, state, step):
+        g = l2_gradient(grad, param, self.weight_decay)
+        step_(param, g, self.lr)
+
+
+@dataclass(frozen=True)
+class TorchSGD(Rule):
+    """torch.optim.SGD, heavy-ball momentum: b = mu*b + (1-dampening)*g; w = w - lr*b."""
+
+    name = "sgd"
+    lr: HP
+    momentum: HP
+    dampening: HP
+    weight_decay: HP
+    nesterov: bool
+
+    def init_state(self, param):
+        return {"momentum_buffer": zeros_like(param)} if any_nonzero(self.momentum) else {}
+
+    def apply_(self, param, grad, state, step):
+        g = l2_gradient(grad, param, self.weight_decay)
+        if "momentum_buffer" in state:
+            b = state["momentum_buffer"]
+            if step == 1:
+                b.copy_(g)  # torch starts the buffer at the first gradient, undamped
+            else:
+                b.mul_(self.momentum).add_((1 - self.dampening) * g)
+            g = g + self.momentum * b if self.nesterov else b
+        step_(param, g, self.lr)
+
+
+@dataclass(frozen=True)
+class KerasSGD(Rule):
+    """keras.optimizers.SGD: m = mu*m - lr*g; w = w + m (or w + mu*m - lr*g with Nesterov)."""
+
+    name = "sgd"
+    lr: HP
+    momentum: HP
+    weight_decay: HP
+    nesterov: bool
+
+    def init_state(self, param):
+        return {"m": zeros_like(param)} if any_nonzero(self.momentum) else {}
+
+    def apply_(self, param, grad, state, step):
+        decoupled_decay_(param, self.lr, self.weight_decay)
+        if "m" not in state:
+            step_(param, grad, self.lr)
+            return
+        m = state["m"]
+        m.mul_(self.momentum).sub_(self.lr * grad)
+        if self.nesterov:
+            param.add_(self.momentum * m - self.lr * grad)
+        else:
+            param.add_(m)

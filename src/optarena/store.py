@@ -1,0 +1,374 @@
+"""Results on disk: the only module that touches the database.
+
+One SQLite file in WAL mode with one table, `runs`, holding one row per run keyed by
+`Trial.run_key` (a hash of the trial and the optarena version, so a new version never reuses an
+old result). Every `put_many` is one transaction: a killed process loses at most the batch in
+flight, and `run_missing` resumes a study by running only the trials that have no row yet.
+
+Two processes may share a file: WAL lets readers go on while one writer commits, and a writer
+waits up to 30 s for another's transaction (`busy_timeout`).
+
+Curves, final metrics, traces and hyperparameters are stored as JSON. Python's `json` writes
+non-finite floats as the tokens `NaN`, `Infinity`, `-Infinity` and reads them back as floats, so a
+diverged run's `nan` survives the round trip.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sqlite3
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from optarena import trial as _trial_module
+from optarena.trial import RunResult, Trial
+
+__all__ = ["Store", "run_missing"]
+
+BUSY_TIMEOUT_S = 30.0
+# Keys per `IN (...)` query; well under SQLite's limit on bound variables (999 before 3.32).
+_CHUNK = 500
+
+_COLUMNS = (
+    "run_key", "problem", "optimizer", "convention", "seed", "steps", "hparams", "status",
+    "final", "curve", "trace", "wall_time", "diverged_at", "error", "created_at", "version",
+)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_key     TEXT PRIMARY KEY,
+    problem     TEXT NOT NULL,
+    optimizer   TEXT NOT NULL,
+    convention  TEXT NOT NULL,
+    seed        INTEGER NOT NULL,
+    steps       INTEGER NOT NULL,
+    hparams     TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    final       TEXT NOT NULL,
+    curve       TEXT NOT NULL,
+    trace       TEXT NOT NULL,
+    wall_time   REAL,
+    diverged_at INTEGER,
+    error       TEXT,
+    created_at  TEXT NOT NULL,
+    version     TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS runs_problem_optimizer ON runs (problem, optimizer);
+"""
+
+
+def _current_version() -> str:
+    # Read at call time: the version that `Trial.run_key` hashes is the one in optarena.trial.
+    return str(_trial_module.__version__)
+
+
+def _to_builtin(obj: Any) -> Any:
+    """`json` fallback for NumPy / torch values: arrays and tensors become lists, scalars numbers."""
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if hasattr(obj, "item"):
+        return obj.item()
+    raise TypeError(f"cannot store a value of type {type(obj).__name__} as JSON: {obj!r}")
+
+
+def _dumps(obj: Any) -> str:
+    # allow_nan=True (the default) writes NaN / Infinity, which json.loads reads back as floats.
+    return json.dumps(obj, default=_to_builtin, allow_nan=True, separators=(",", ":"))
+
+
+def _row_of(result: RunResult, version: str, created_at: str) -> tuple:
+    t = result.trial
+    return (
+        t.run_key, t.problem, t.optimizer, t.convention, int(t.seed), int(t.steps),
+        _dumps(dict(t.hparams)), result.status, _dumps(result.final), _dumps(result.curve),
+        _dumps(result.trace), float(result.wall_time),
+        None if result.diverged_at is None else int(result.diverged_at), result.error,
+        created_at, version,
+    )
+
+
+def _result_of(row: sqlite3.Row) -> RunResult:
+    trial = Trial(
+        problem=row["problem"], optimizer=row["optimizer"], convention=row["convention"],
+        hparams=json.loads(row["hparams"]), seed=row["seed"], steps=row["steps"],
+    )
+    return RunResult(
+        trial=trial, status=row["status"], curve=json.loads(row["curve"]),
+        final=json.loads(row["final"]), wall_time=row["wall_time"] or 0.0,
+        diverged_at=row["diverged_at"], error=row["error"], trace=json.loads(row["trace"]),
+    )
+
+
+def _chunks(seq: Sequence, size: int = _CHUNK) -> Iterable[Sequence]:
+    for i in range(0, len(seq), size):
+        yield seq[i:i + size]
+
+
+def _unique(trials: Iterable[Trial]) -> list[Trial]:
+    seen: set[str] = set()
+    out = []
+    for t in trials:
+        if t.run_key not in seen:
+            seen.add(t.run_key)
+            out.append(t)
+    return out
+
+
+class Store:
+    """A SQLite file of run results, one row per `Trial.run_key`.
+
+    `Store()` or `Store(":memory:")` keeps everything in memory (tests, throwaway studies);
+    `Store("results/arena.db")` creates the parent folders and the file if needed.
+    Use as a context manager, or call `close()`.
+    """
+
+    def __init__(self, path: str | os.PathLike | None = None) -> None:
+        if path is None or str(path) == ":memory:":
+            self.path: Path | None = None
+            target = ":memory:"
+        else:
+            self.path = Path(path)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            target = str(self.path)
+        # isolation_level=None: no implicit transactions; put_many opens its own.
+        self._conn = sqlite3.connect(target, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        self._conn.row_factory = sqlite3.Row
+        self._conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        self._conn.execute("PRAGMA journal_mode = WAL")
+        self._conn.execute("PRAGMA synchronous = NORMAL")
+        self._conn.executescript(_SCHEMA)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.path) if self.path else ':memory:'!r})"
+
+    @property
+    def journal_mode(self) -> str:
+        """"wal" for a file store ("memory" for an in-memory one, where WAL does not apply)."""
+        return self._conn.execute("PRAGMA journal_mode").fetchone()[0]
+
+    # -- writing --------------------------------------------------------------------------------
+
+    def put_many(self, results: Iterable[RunResult]) -> None:
+        """Write results in ONE transaction (all or none); a result replaces any row with its key."""
+        version = _current_version()
+        created_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        rows = [_row_of(r, version, created_at) for r in results]
+        if not rows:
+            return
+        placeholders = ",".join("?" * len(_COLUMNS))
+        # BEGIN IMMEDIATE takes the write lock up front, so a second process waits (busy_timeout)
+        # instead of failing halfway through a deferred transaction.
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._conn.executemany(
+                f"INSERT OR REPLACE INTO runs ({','.join(_COLUMNS)}) VALUES ({placeholders})", rows
+            )
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    def put(self, result: RunResult) -> None:
+        self.put_many([result])
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def get(self, trial: Trial) -> RunResult | None:
+        row = self._conn.execute("SELECT * FROM runs WHERE run_key = ?", (trial.run_key,)).fetchone()
+        return None if row is None else _result_of(row)
+
+    def get_many(self, trials: Iterable[Trial]) -> dict[str, RunResult]:
+        """Stored results of `trials`, by run_key; trials with no row are left out."""
+        keys = list(dict.fromkeys(t.run_key for t in trials))
+        found: dict[str, RunResult] = {}
+        for chunk in _chunks(keys):
+            query = f"SELECT * FROM runs WHERE run_key IN ({','.join('?' * len(chunk))})"
+            for row in self._conn.execute(query, chunk):
+                found[row["run_key"]] = _result_of(row)
+        return found
+
+    def _present_keys(self, keys: Sequence[str], rerun_failed: bool) -> set[str]:
+        present: set[str] = set()
+        status_filter = " AND status != 'failed'" if rerun_failed else ""
+        for chunk in _chunks(keys):
+            query = (f"SELECT run_key FROM runs WHERE run_key IN ({','.join('?' * len(chunk))})"
+                     + status_filter)
+            present.update(row[0] for row in self._conn.execute(query, chunk))
+        return present
+
+    def missing(self, trials: Iterable[Trial], rerun_failed: bool = False) -> list[Trial]:
+        """Trials with no stored result, in the order given, duplicates removed.
+
+        With `rerun_failed=True`, trials whose stored run failed (an exception, not a divergence)
+        count as missing too.
+        """
+        unique = _unique(trials)
+        present = self._present_keys([t.run_key for t in unique], rerun_failed)
+        return [t for t in unique if t.run_key not in present]
+
+    def results(
+        self,
+        problem: str | None = None,
+        optimizer: str | None = None,
+        status: str | None = None,
+        all_versions: bool = False,
+    ) -> list[RunResult]:
+        """Stored results matching the filters, in the order they were written.
+
+        Only runs of the current optarena version by default: a run of another version has a
+        different key, and its trial would not find it again. `all_versions=True` returns all.
+        """
+        where, args = self._where(problem, optimizer, status, all_versions)
+        rows = self._conn.execute(f"SELECT * FROM runs{where} ORDER BY rowid", args)
+        return [_result_of(row) for row in rows]
+
+    def __len__(self) -> int:
+        return self._conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+
+    def __contains__(self, trial: object) -> bool:
+        return isinstance(trial, Trial) and bool(
+            self._conn.execute("SELECT 1 FROM runs WHERE run_key = ?", (trial.run_key,)).fetchone()
+        )
+
+    @staticmethod
+    def _where(problem, optimizer, status, all_versions) -> tuple[str, list]:
+        clauses, args = [], []
+        for column, value in (("problem", problem), ("optimizer", optimizer), ("status", status)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                args.append(value)
+        if not all_versions:
+            clauses.append("version = ?")
+            args.append(_current_version())
+        return (" WHERE " + " AND ".join(clauses) if clauses else ""), args
+
+    # -- export ---------------------------------------------------------------------------------
+
+    def records(
+        self,
+        problem: str | None = None,
+        optimizer: str | None = None,
+        status: str | None = None,
+        all_versions: bool = False,
+    ) -> tuple[list[str], list[dict[str, Any]]]:
+        """One flat dict per run, and the column names in order.
+
+        Columns: run_key, problem, optimizer, convention, seed, steps, status, wall_time,
+        diverged_at, error, version, created_at, hparams (JSON string), then `hp_<name>` for every
+        hyperparameter and `final_<name>` for every final metric seen in any run (empty where a
+        run lacks it). Curves and traces are left out; they are in the database.
+        """
+        where, args = self._where(problem, optimizer, status, all_versions)
+        rows = self._conn.execute(f"SELECT * FROM runs{where} ORDER BY rowid", args).fetchall()
+        base = ["run_key", "problem", "optimizer", "convention", "seed", "steps", "status",
+                "wall_time", "diverged_at", "error", "version", "created_at", "hparams"]
+        hp_names: dict[str, None] = {}
+        final_names: dict[str, None] = {}
+        records = []
+        for row in rows:
+            hparams = json.loads(row["hparams"])
+            final = json.loads(row["final"])
+            record = {name: row[name] for name in base}
+            for name, value in sorted(hparams.items()):
+                hp_names.setdefault(f"hp_{name}")
+                record[f"hp_{name}"] = value
+            for name, value in final.items():
+                final_names.setdefault(f"final_{name}")
+                record[f"final_{name}"] = None if value is None else float(value)
+            records.append(record)
+        columns = base + sorted(hp_names) + sorted(final_names)
+        return columns, [{c: r.get(c) for c in columns} for r in records]
+
+    def export_csv(self, path: str | os.PathLike, **filters: Any) -> Path:
+        """Write one row per run (see `records` for the columns; NaN is written as `nan`)."""
+        columns, records = self.records(**filters)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(records)
+        return path
+
+    def export_parquet(self, path: str | os.PathLike, **filters: Any) -> Path:
+        """Write one row per run to a Parquet file (see `records` for the columns)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        columns, records = self.records(**filters)
+        types = {"seed": pa.int64(), "steps": pa.int64(), "diverged_at": pa.int64(),
+                 "wall_time": pa.float64()}
+        fields = []
+        for c in columns:
+            if c in types:
+                fields.append(pa.field(c, types[c]))
+            elif c.startswith(("hp_", "final_")):
+                fields.append(pa.field(c, pa.float64()))
+            else:
+                fields.append(pa.field(c, pa.string()))
+        schema = pa.schema(fields)
+        table = pa.table({c: [r[c] for r in records] for c in columns}, schema=schema)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, path)
+        return path
+
+
+def run_missing(
+    store: Store,
+    trials: Iterable[Trial],
+    runner: Callable[[list[Trial]], list[RunResult]],
+    batch_size: int | None = None,
+    on_batch: Callable[[int, int], None] | None = None,
+    rerun_failed: bool = False,
+) -> list[RunResult]:
+    """Run the trials that have no stored result and return the results of ALL `trials`.
+
+    The missing trials are given to `runner` (the engine) in batches of `batch_size` (all at once
+    when None); each batch is written with `put_many` as soon as it finishes, then
+    `on_batch(n_done, n_total)` reports progress over the trials that needed running. If the
+    runner raises, the batches already finished stay stored and a second call runs only the rest.
+    The returned list follows the order of `trials` (a duplicated trial appears twice).
+    """
+    trials = list(trials)
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1 or None, got {batch_size}")
+    todo = store.missing(trials, rerun_failed=rerun_failed)
+    size = batch_size or max(len(todo), 1)
+    fresh: dict[str, RunResult] = {}
+    done = 0
+    for batch in _chunks(todo, size):
+        batch = list(batch)
+        results = list(runner(batch))
+        expected = {t.run_key for t in batch}
+        store.put_many(r for r in results if r.trial.run_key in expected)
+        fresh.update((r.trial.run_key, r) for r in results if r.trial.run_key in expected)
+        lacking = [t for t in batch if t.run_key not in fresh]
+        if lacking:
+            raise RuntimeError(
+                f"the runner returned no result for {len(lacking)} of the {len(batch)} trials it "
+                f"was given (first: {lacking[0]}); it must return one RunResult per trial"
+            )
+        done += len(batch)
+        if on_batch is not None:
+            on_batch(done, len(todo))
+    stored = store.get_many(t for t in trials if t.run_key not in fresh)
+    by_key = {**stored, **fresh}
+    absent = [t for t in trials if t.run_key not in by_key]
+    if absent:  # another process replaced or deleted rows meanwhile; should not happen
+        raise RuntimeError(f"{len(absent)} trials have no result after running (first: {absent[0]})")
+    return [by_key[t.run_key] for t in trials]

@@ -1,0 +1,108 @@
+"""What one training run is (`Trial`) and what it produced (`RunResult`).
+
+A trial is (problem, optimizer, convention, hyperparameters, seed, steps). Its `run_key` is a hash
+of those plus the optarena version, so the same trial is never run twice by the store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from optarena import __version__
+
+STATUSES = ("done", "diverged", "failed")
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One training run to do. `hparams` holds only what differs from the convention's defaults."""
+
+    problem: str
+    optimizer: str
+    convention: str = "article"
+    hparams: Mapping[str, float] = field(default_factory=dict)
+    seed: int = 0
+    steps: int = 300
+
+    def __post_init__(self) -> None:
+        # Normalise to a plain sorted dict of floats so that equal trials have equal keys.
+        object.__setattr__(self, "hparams", {k: float(v) for k, v in sorted(dict(self.hparams).items())})
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+
+    def __hash__(self) -> int:
+        return hash(self.run_key)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Trial) and self.run_key == other.run_key
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "problem": self.problem,
+            "optimizer": self.optimizer,
+            "convention": self.convention,
+            "hparams": dict(self.hparams),
+            "seed": int(self.seed),
+            "steps": int(self.steps),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Trial":
+        return cls(d["problem"], d["optimizer"], d["convention"], d["hparams"], d["seed"], d["steps"])
+
+    @property
+    def run_key(self) -> str:
+        payload = json.dumps({**self.as_dict(), "version": __version__}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+
+@dataclass
+class RunResult:
+    """What a trial produced.
+
+    `curve` maps "step" and every metric of `Problem.evaluate` (e.g. "train_loss", "val_loss") to
+    its values at the evaluation points; `final` holds the metrics after the last step. `trace`
+    holds optional per-step recordings (e.g. "params" for 2-D trajectories) asked for by a study.
+    """
+
+    trial: Trial
+    status: str
+    curve: dict[str, list[float]] = field(default_factory=dict)
+    final: dict[str, float] = field(default_factory=dict)
+    wall_time: float = 0.0
+    diverged_at: int | None = None
+    error: str | None = None
+    trace: dict[str, list] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, got {self.status!r}")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "trial": self.trial.as_dict(),
+            "run_key": self.trial.run_key,
+            "status": self.status,
+            "curve": self.curve,
+            "final": self.final,
+            "wall_time": self.wall_time,
+            "diverged_at": self.diverged_at,
+            "error": self.error,
+            "trace": self.trace,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "RunResult":
+        return cls(
+            trial=Trial.from_dict(d["trial"]),
+            status=d["status"],
+            curve=d.get("curve") or {},
+            final=d.get("final") or {},
+            wall_time=d.get("wall_time", 0.0),
+            diverged_at=d.get("diverged_at"),
+            error=d.get("error"),
+            trace=d.get("trace") or {},
+        )
