@@ -4,9 +4,13 @@ A claim module (``r1_sgd_tuning.py`` ... ``m4_bias_correction.py``) defines:
 
 - ``ID`` ("R1"), ``TEXT_ZH`` (the article's words), ``TEXT_EN`` (an English rendering),
 - ``RULE``: the verdict rule in words, fixed before any result is seen,
-- ``design(quick: bool) -> list[Study]``: the runs it needs,
-- ``verdict(results: dict[str, list[RunResult]]) -> Verdict``: numbers in, verdict out; keyed by
-  ``Study.name``.
+- ``design(quick: bool) -> list[optarena.study.Study]``: the runs it needs,
+- ``verdict(results: dict[str, optarena.study.StudyResult]) -> Verdict``: numbers in, verdict out;
+  keyed by ``Study.name``. It must also accept results with fewer seeds or problems than designed
+  (e.g. quick mode) and then say "inconclusive" rather than fail.
+
+Plot text stays in English (matplotlib has no CJK font here); ``Plot.contour`` may carry
+"minimum": [x, y] for a star marker.
 
 Plots are data (``Plot``), drawn later by ``optarena.report``; claims never import the report.
 """
