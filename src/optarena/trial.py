@@ -28,8 +28,10 @@ class Trial:
     steps: int = 300
 
     def __post_init__(self) -> None:
-        # Normalise to a plain sorted dict of floats so that equal trials have equal keys.
-        object.__setattr__(self, "hparams", {k: float(v) for k, v in sorted(dict(self.hparams).items())})
+        # Normalise to a plain sorted dict of floats (bools stay bools: they select code paths, e.g.
+        # bias_correction) so that equal trials have equal keys.
+        hparams = {k: v if isinstance(v, bool) else float(v) for k, v in sorted(dict(self.hparams).items())}
+        object.__setattr__(self, "hparams", hparams)
         if self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
 

@@ -1,0 +1,157 @@
+"""The `optarena` command: optimizers | claims | report | compare."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+console = Console()
+
+VERDICT_STYLE = {"supported": "green", "contradicted": "red", "inconclusive": "yellow"}
+
+
+def _optimizers(args: argparse.Namespace) -> int:
+    from optarena import rules
+
+    table = Table(title="optarena optimizers: conventions, defaults and update rules", show_lines=True)
+    for column in ("optimizer", "convention", "defaults", "update rule"):
+        table.add_column(column, overflow="fold")
+    for name in rules.names():
+        for convention in rules.CONVENTIONS:
+            formula = rules.FORMULAS[name][convention]
+            try:
+                defaults = ", ".join(f"{k}={v}" for k, v in rules.defaults(name, convention).items())
+            except ValueError as e:
+                defaults = str(e).split(":")[0]
+            table.add_row(name, convention, defaults, formula)
+    console.print(table)
+    for convention, source in rules.SOURCES.items():
+        console.print(f"[bold]{convention}[/]: {source}")
+    return 0
+
+
+def _check_device(device: str) -> None:
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("error: --device cuda asked for, but torch sees no CUDA device; use --device cpu")
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("runs"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+    )
+
+
+def _print_verdicts(verdicts) -> None:
+    table = Table(title="The article's claims, tested")
+    for column in ("id", "claim", "verdict", "effect", "95% CI"):
+        table.add_column(column, overflow="fold")
+    for v in verdicts:
+        style = VERDICT_STYLE.get(v.verdict, "")
+        table.add_row(v.id, v.claim_en, f"[{style}]{v.verdict}[/]", f"{v.effect:.4g}", f"[{v.ci95[0]:.4g}, {v.ci95[1]:.4g}]")
+    console.print(table)
+
+
+def _claims(args: argparse.Namespace, train: bool = True) -> int:
+    from optarena import claims
+    from optarena.claims.runner import plan, run_claims, write_outputs
+    from optarena.store import Store
+
+    _check_device(args.device)
+    try:
+        ids = claims.parse_ids(args.only)
+    except ValueError as e:
+        console.print(f"[red]error:[/] {e}")
+        return 2
+    quick = not args.full
+    out = Path(args.out)
+    store_path = Path(args.store) if args.store else out / "optarena.sqlite"
+    if not train and not store_path.exists():
+        console.print(f"[red]error:[/] no store at {store_path}; run `optarena claims` first")
+        return 2
+    store = Store(store_path)
+    modules = claims.load(ids)
+    studies, total = plan(modules, quick)
+    if not train:
+        missing = sum(len(store.missing(list(s.fixed))) for s in studies if s.fixed)
+        if missing:
+            console.print(f"[red]error:[/] the store lacks {missing} runs of this study; run `optarena claims` to make them")
+            return 2
+    console.print(f"optarena claims ({'quick' if quick else 'full'} mode): {len(ids)} claims, about {total} runs; store {store_path}")
+    with _progress() as progress:
+        task = progress.add_task("runs", total=total or None)
+        verdicts, meta = run_claims(
+            ids,
+            quick,
+            store,
+            device=args.device,
+            progress=lambda n: progress.advance(task, n),
+            on_study=lambda name: progress.update(task, description=name),
+        )
+        progress.update(task, description="done")
+    meta["store"] = str(store_path)
+    path = write_outputs(verdicts, meta, out)
+    _print_verdicts(verdicts)
+    console.print(f"Report: {path.resolve()}")
+    console.print(f"Verdicts: {(out / 'verdicts.json').resolve()}")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from optarena import compare
+
+    return compare.main(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="optarena", description="The article's optimizers, exactly, and the experiments that test its claims.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("optimizers", help="table of optimizers x conventions with defaults and update rules")
+    p.set_defaults(func=_optimizers)
+
+    for name, helptext, train in (
+        ("claims", "run the claims study (resumes from --store) and write the report", True),
+        ("report", "rebuild the claims report from a complete store, without training", False),
+    ):
+        p = sub.add_parser(name, help=helptext)
+        mode = p.add_mutually_exclusive_group()
+        mode.add_argument("--quick", action="store_true", help="small budgets, minutes (default)")
+        mode.add_argument("--full", action="store_true", help="the DeepOBS-sized protocol, about an hour on 2 cores")
+        p.add_argument("--store", default=None, help="results database (default OUT/optarena.sqlite)")
+        p.add_argument("--out", default="results", help="directory for report.html and verdicts.json")
+        p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+        p.add_argument("--only", default=None, help="comma-separated claim ids, e.g. R1,M2")
+        p.set_defaults(func=lambda a, train=train: _claims(a, train))
+
+    p = sub.add_parser("compare", help="tuned, equal-budget comparison of optimizers on your own model")
+    try:
+        from optarena import compare
+
+        compare.add_arguments(p)
+    except ImportError:  # pragma: no cover - compare ships with optarena
+        pass
+    p.set_defaults(func=_compare)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
