@@ -1,0 +1,247 @@
+"""The report: one self-contained HTML file (figures inline, CSS inline, nothing fetched) and
+``verdicts.json``.
+
+One template serves both uses: ``write_report`` (the claims, with their verdict table) and
+``write_html`` (any sections, e.g. from ``optarena compare``); ``write_report`` is ``write_html``
+with the verdicts turned into a table and sections.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import re
+import sys
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from markupsafe import Markup
+
+import optarena
+from optarena.claims.base import Plot, Verdict
+from optarena.report.figures import render, to_data_uri
+
+DEFAULT_TITLE = "optarena — the article's claims, tested"
+# Lists longer than this are cut in the details table (the full numbers are in verdicts.json).
+MAX_LIST_ITEMS = 24
+
+_environment = jinja2.Environment(
+    loader=jinja2.PackageLoader("optarena.report", "templates"),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+def write_report(
+    verdicts: Sequence[Verdict],
+    out_dir: str | Path,
+    title: str = DEFAULT_TITLE,
+    meta: Mapping[str, Any] | None = None,
+    extra_sections: Sequence[Mapping[str, Any]] | None = None,
+) -> Path:
+    """Write ``out_dir/report.html`` and ``out_dir/verdicts.json``; return the HTML's path.
+
+    ``extra_sections``: dicts {"id", "title", "html" (trusted HTML), "plots": [Plot]} appended
+    after the claims. With no verdicts the report holds just those sections (no verdict table).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    records = [_jsonable(v.as_json()) for v in verdicts]
+    (out_dir / "verdicts.json").write_text(
+        json.dumps(records, ensure_ascii=False, indent=2, allow_nan=False) + "\n", encoding="utf-8"
+    )
+    return write_html(out_dir / "report.html", title, extra_sections or (), verdicts=verdicts,
+                      meta=meta)
+
+
+def write_html(
+    path: str | Path,
+    title: str,
+    sections: Iterable[Mapping[str, Any]] = (),
+    *,
+    verdicts: Sequence[Verdict] = (),
+    meta: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write one self-contained HTML page: the verdict table and one section per verdict (if
+    any verdicts), then ``sections`` (dicts {"id", "title", "html", "plots"}); return ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_html(title, sections, verdicts=verdicts, meta=meta), encoding="utf-8")
+    return path
+
+
+def render_html(
+    title: str,
+    sections: Iterable[Mapping[str, Any]] = (),
+    *,
+    verdicts: Sequence[Verdict] = (),
+    meta: Mapping[str, Any] | None = None,
+) -> str:
+    """The page as a string (what ``write_html`` writes)."""
+    ids = _UniqueIds()
+    claims = [_verdict_view(v, ids.take(v.id)) for v in verdicts]
+    extras = [_section_view(s, ids.take(str(s.get("id") or s.get("title") or "section")))
+              for s in sections]
+    counts = {name: sum(v.verdict == name for v in verdicts)
+              for name in ("supported", "contradicted", "inconclusive")}
+    return _environment.get_template("report.html").render(
+        title=title,
+        meta=_meta_items(meta),
+        claims=claims,
+        counts=counts,
+        sections=extras,
+    )
+
+
+# ---- views: plain dicts of display-ready strings for the template ----
+
+
+def _verdict_view(v: Verdict, anchor: str) -> dict[str, Any]:
+    return {
+        "anchor": anchor,
+        "id": v.id,
+        "claim_en": v.claim_en,
+        "claim_zh": v.claim_zh,
+        "verdict": v.verdict,
+        "effect": format_value(v.effect),
+        "effect_name": v.effect_name,
+        "ci95": f"[{format_value(v.ci95[0])}, {format_value(v.ci95[1])}]",
+        "problems": list(v.problems),
+        "budget": format_value(v.budget),
+        "seeds": format_value(v.seeds),
+        "rule": v.rule,
+        "summary": v.summary,
+        "details": flatten(v.details),
+        "figures": [_figure_view(p) for p in v.plots],
+        "run_keys": list(v.run_keys),
+    }
+
+
+def _section_view(section: Mapping[str, Any], anchor: str) -> dict[str, Any]:
+    unknown = set(section) - {"id", "title", "html", "plots"}
+    if unknown:
+        raise ValueError(
+            "a report section takes the keys id, title, html, plots; "
+            f"got unknown {sorted(unknown)}"
+        )
+    return {
+        "anchor": anchor,
+        "title": str(section.get("title") or section.get("id") or ""),
+        # Trusted by contract: the caller (optarena's own commands) builds this HTML.
+        "html": Markup(section.get("html") or ""),
+        "figures": [_figure_view(p) for p in section.get("plots") or ()],
+    }
+
+
+def _figure_view(plot: Plot) -> dict[str, str]:
+    try:
+        src = to_data_uri(render(plot))
+    except Exception as error:  # one bad figure must not cost the whole report
+        warnings.warn(f"figure {plot.title!r} could not be drawn: {error!r}", stacklevel=3)
+        return {"src": "", "alt": plot.title, "caption": plot.caption,
+                "error": f"{type(error).__name__}: {error}"}
+    return {"src": src, "alt": plot.title, "caption": plot.caption, "error": ""}
+
+
+def _meta_items(meta: Mapping[str, Any] | None) -> list[tuple[str, str]]:
+    items: dict[str, Any] = {
+        "optarena": optarena.__version__,
+        "generated": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+    torch = sys.modules.get("torch")  # reported when in use; never imported just for this
+    if torch is not None:
+        items["torch"] = getattr(torch, "__version__", "?")
+    items.update(meta or {})
+    return [(str(k), format_value(v)) for k, v in items.items()]
+
+
+class _UniqueIds:
+    """HTML ids from claim ids and section names: no whitespace, no repeats."""
+
+    def __init__(self) -> None:
+        self.used: set[str] = {"verdict-table", "top"}
+
+    def take(self, name: str) -> str:
+        base = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "section"
+        anchor, n = base, 2
+        while anchor in self.used:
+            anchor, n = f"{base}-{n}", n + 1
+        self.used.add(anchor)
+        return anchor
+
+
+# ---- formatting ----
+
+
+def format_value(value: Any) -> str:
+    """Floats to 4 significant digits, lists of numbers joined, None as an em dash."""
+    value = _as_python(value)
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        x = float(value)
+        if math.isnan(x):
+            return "nan"
+        if math.isinf(x):
+            return "∞" if x > 0 else "−∞"
+        if float(x).is_integer() and abs(x) < 1e6:
+            return str(int(x))
+        return f"{x:.4g}"
+    if isinstance(value, (list, tuple)):
+        items = list(value)
+        shown = ", ".join(format_value(item) for item in items[:MAX_LIST_ITEMS])
+        if len(items) > MAX_LIST_ITEMS:
+            shown += f", … ({len(items) - MAX_LIST_ITEMS} more)"
+        return shown
+    return str(value)
+
+
+def flatten(details: Mapping[str, Any], prefix: str = "") -> list[tuple[str, str]]:
+    """Nested dicts as (key path, formatted value) rows:
+    {"a": {"b": 1.23456}} -> [("a.b", "1.235")]; lists of dicts by index: "runs[0].loss"."""
+    rows: list[tuple[str, str]] = []
+    for key, value in details.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, Mapping):
+            rows.extend(flatten(value, path) if value else [(path, "{}")])
+        elif (isinstance(value, (list, tuple)) and value
+              and all(isinstance(item, Mapping) for item in value)):
+            for i, item in enumerate(value):
+                rows.extend(flatten(item, f"{path}[{i}]"))
+        else:
+            rows.append((path, format_value(value)))
+    return rows
+
+
+def _jsonable(value: Any) -> Any:
+    """Strict JSON: arrays and scalars of numpy or torch as Python values, tuples as lists,
+    non-finite floats as null (NaN is not JSON and breaks JavaScript parsers), anything else
+    unknown as its str."""
+    value = _as_python(value)
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, (str, int, bool)):
+        return value
+    return str(value)
+
+
+def _as_python(value: Any) -> Any:
+    """numpy / torch arrays and scalars (anything with ``shape`` and ``tolist``) as Python lists
+    and numbers; other values unchanged."""
+    if hasattr(value, "shape") and hasattr(value, "tolist") and not isinstance(value, type):
+        return value.tolist()
+    return value
