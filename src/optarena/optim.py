@@ -33,11 +33,13 @@ class RuleOptimizer(torch.optim.Optimizer):
         self._rule_cache: dict[int, tuple[tuple, Rule]] = {}
 
     def _rule(self, index: int, group: dict) -> Rule:
-        hparams = {k: v for k, v in group.items() if k != "params"}
-        key = tuple(sorted((k, v.item() if isinstance(v, Tensor) else v) for k, v in hparams.items()))
+        # Groups also carry keys of others (e.g. a scheduler's "initial_lr"): pass only the rule's own.
+        convention = group["convention"]
+        known = set(rules.defaults(self.rule_name, convention)) | {"betas"}
+        hparams = {k: v for k, v in group.items() if k in known}
+        key = (convention,) + tuple(sorted((k, v.item() if isinstance(v, Tensor) else v) for k, v in hparams.items()))
         cached = self._rule_cache.get(index)
         if cached is None or cached[0] != key:
-            convention = hparams.pop("convention")
             cached = (key, rules.build(self.rule_name, convention, **hparams))
             self._rule_cache[index] = cached
         return cached[1]

@@ -304,7 +304,7 @@ def _nadam(convention: str, h: dict) -> Rule:
         momentum_decay=h.get("momentum_decay", 1.0),  # Keras: the fixed mu_t = b1(1 - 0.5*0.96^t)
         weight_decay=h["weight_decay"],
         decoupled=convention == "keras",
-        framework_product=convention != "article",
+        framework_product=convention == "pytorch",
     )
 
 

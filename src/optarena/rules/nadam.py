@@ -30,7 +30,7 @@ class Nadam(Rule):
     momentum_decay: HP
     weight_decay: HP
     decoupled: bool
-    framework_product: bool  # torch and Keras keep prod(mu_i) as a default-precision scalar
+    framework_product: bool  # torch keeps prod(mu_i) as a default-precision scalar
 
     def init_state(self, param):
         dtype = param.dtype

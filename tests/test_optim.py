@@ -1,0 +1,386 @@
+"""optarena.optim classes behave as torch.optim drop-ins: param groups, state_dict round trips,
+LR schedulers, zero_grad, closures, parameters without gradients, and convention defaults (checked
+against torch.optim's and Keras's own signatures)."""
+
+from __future__ import annotations
+
+import inspect
+import io
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "torch")  # before any keras import
+
+import pytest
+import torch
+
+from optarena import optim
+from optarena.rules import conventions
+
+CLASS_NAMES = {
+    "sgd": "SGD",
+    "momentum": "Momentum",
+    "adagrad": "AdaGrad",
+    "rmsprop": "RMSprop",
+    "adam": "Adam",
+    "adamw": "AdamW",
+    "adadelta": "Adadelta",
+    "nadam": "Nadam",
+    "ftrl": "FTRL",
+}
+CASES = [
+    (name, conv)
+    for name in CLASS_NAMES
+    for conv in ("article", "pytorch", "keras")
+    if not (name == "ftrl" and conv == "pytorch")
+]
+IDS = [f"{n}-{c}" for n, c in CASES]
+TORCH_CLASS = {  # the torch.optim original of each pytorch convention
+    "sgd": "SGD", "momentum": "SGD", "adagrad": "Adagrad", "rmsprop": "RMSprop", "adam": "Adam",
+    "adamw": "AdamW", "adadelta": "Adadelta", "nadam": "NAdam",
+}
+
+
+def cls(name):
+    return getattr(optim, CLASS_NAMES[name])
+
+
+def make_params(seed: int = 0) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return [
+        torch.randn(4, 3, generator=g, dtype=torch.float64).requires_grad_(),
+        torch.randn(3, generator=g, dtype=torch.float64).requires_grad_(),
+    ]
+
+
+def clone(params):
+    return [p.detach().clone().requires_grad_() for p in params]
+
+
+def loss(params, step: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(1000 + step)
+    x = torch.randn(6, 4, generator=g, dtype=torch.float64)
+    y = torch.randn(6, 3, generator=g, dtype=torch.float64)
+    w, b = params
+    return ((torch.tanh(x @ w + b) - y) ** 2).mean()
+
+
+def train(opt, params, steps: int, start: int = 0, scheduler=None) -> None:
+    for step in range(start, start + steps):
+        opt.zero_grad()
+        loss(params, step).backward()
+        opt.step()
+        if scheduler is not None:
+            scheduler.step()
+
+
+def assert_bitwise(a, b):
+    for x, y in zip(a, b):
+        assert torch.equal(x.detach(), y.detach()), f"max |diff| = {(x - y).abs().max().item():.3g}"
+
+
+# ---- the class hierarchy and the default convention ---------------------------------------------
+
+
+@pytest.mark.parametrize("name,convention", CASES, ids=IDS)
+def test_every_class_is_a_torch_optimizer(name, convention):
+    assert issubclass(cls(name), torch.optim.Optimizer)
+    assert isinstance(cls(name)(make_params(), convention=convention), torch.optim.Optimizer)
+
+
+@pytest.mark.parametrize("name", list(CLASS_NAMES))
+def test_the_default_convention_is_the_article(name):
+    a, b = make_params(), make_params()
+    train(cls(name)(a), a, 5)
+    train(cls(name)(b, convention="article"), b, 5)
+    assert_bitwise(a, b)
+
+
+# ---- param groups ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name,convention", CASES, ids=IDS)
+def test_each_param_group_uses_its_own_lr(name, convention):
+    w, b = make_params()
+    opt = cls(name)([{"params": [w], "lr": 0.1}, {"params": [b]}], lr=0.01, convention=convention)
+    assert [g["lr"] for g in opt.param_groups] == [0.1, 0.01]
+    train(opt, [w, b], 5)
+    # the same as two optimizers, one per group
+    w2, b2 = make_params()
+    opt_w = cls(name)([w2], lr=0.1, convention=convention)
+    opt_b = cls(name)([b2], lr=0.01, convention=convention)
+    for step in range(5):
+        opt_w.zero_grad()
+        opt_b.zero_grad()
+        loss([w2, b2], step).backward()
+        opt_w.step()
+        opt_b.step()
+    assert_bitwise([w, b], [w2, b2])
+
+
+def test_param_group_lr_in_closed_form():
+    w, b = make_params()
+    w0, b0 = w.detach().clone(), b.detach().clone()
+    opt = optim.SGD([{"params": [w], "lr": 0.1}, {"params": [b], "lr": 0.02}], convention="article")
+    loss([w, b], 0).backward()
+    gw, gb = w.grad.clone(), b.grad.clone()
+    opt.step()
+    torch.testing.assert_close(w.detach(), w0 - 0.1 * gw, rtol=1e-15, atol=1e-15)
+    torch.testing.assert_close(b.detach(), b0 - 0.02 * gb, rtol=1e-15, atol=1e-15)
+
+
+# ---- state_dict -----------------------------------------------------------------------------
+
+
+def _round_trip(make, a, steps_before=5, steps_after=5):
+    """Train `steps_before`, checkpoint through torch.save/torch.load into a fresh optimizer on a
+    copy of the parameters, then train both `steps_after` more; returns (continued, resumed)."""
+    opt_a = make(a)
+    train(opt_a, a, steps_before)
+    buf = io.BytesIO()
+    torch.save(opt_a.state_dict(), buf)  # as users checkpoint it
+    buf.seek(0)
+    b = clone(a)
+    opt_b = make(b)
+    opt_b.param_groups[0]["lr"] = 0.5  # the saved lr must win
+    opt_b.load_state_dict(torch.load(buf))
+    assert opt_b.param_groups[0]["lr"] == opt_a.param_groups[0]["lr"]
+    train(opt_a, a, steps_after, start=steps_before)
+    train(opt_b, b, steps_after, start=steps_before)
+    return a, b
+
+
+@pytest.mark.parametrize("name,convention", CASES, ids=IDS)
+def test_state_dict_round_trip_continues_bitwise(name, convention):
+    if (name, convention) == ("nadam", "pytorch"):
+        pytest.skip("torch.optim.NAdam itself is not bitwise across a round trip; tested below")
+    a, b = _round_trip(lambda ps: cls(name)(ps, convention=convention), make_params())
+    assert_bitwise(a, b)
+
+
+def test_pytorch_nadam_round_trip_matches_torch_nadam_round_trip():
+    # torch keeps NAdam's mu_product as a float32 scalar and load_state_dict casts it to the
+    # param dtype, so the resumed run drifts ~1e-12 from the continued one -- in torch as well.
+    # The pytorch convention must reproduce torch, round trip included.
+    _, ours = _round_trip(lambda ps: optim.Nadam(ps, convention="pytorch"), make_params())
+    _, ref = _round_trip(lambda ps: torch.optim.NAdam(ps), make_params())
+    for x, y in zip(ours, ref):
+        torch.testing.assert_close(x, y, rtol=1e-10, atol=1e-12)
+
+
+# ---- learning-rate schedulers ---------------------------------------------------------------
+
+
+def test_step_lr_drives_sgd_in_closed_form():
+    p = make_params()
+    opt = optim.SGD(p, lr=0.1, convention="article")
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
+    ref = [x.detach().clone() for x in make_params()]
+    for step in range(6):
+        opt.zero_grad()
+        loss(p, step).backward()
+        grads = [x.grad.clone() for x in p]
+        opt.step()
+        sched.step()
+        lr_t = 0.1 * 0.5 ** (step // 2)
+        ref = [r - lr_t * g for r, g in zip(ref, grads)]
+        for x, r in zip(p, ref):
+            torch.testing.assert_close(x.detach(), r, rtol=1e-14, atol=1e-15)
+
+
+def _lambda(epoch: int) -> float:
+    return 1.0 / (1.0 + epoch)
+
+
+@pytest.mark.parametrize("name,convention", CASES, ids=IDS)
+@pytest.mark.parametrize("kind", ["step", "lambda"])
+def test_schedulers_change_the_lr_actually_used(name, convention, kind):
+    base = 0.05
+    p = make_params()
+    opt = cls(name)(p, lr=base, convention=convention)
+    if kind == "step":
+        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
+        lr_at = lambda t: base * 0.5 ** (t // 2)  # noqa: E731
+    else:
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, _lambda)
+        lr_at = lambda t: base * _lambda(t)  # noqa: E731
+    train(opt, p, 6, scheduler=sched)
+
+    by_hand = make_params()
+    opt_h = cls(name)(by_hand, lr=base, convention=convention)
+    for step in range(6):
+        for group in opt_h.param_groups:
+            group["lr"] = lr_at(step)
+        train(opt_h, by_hand, 1, start=step)
+    assert_bitwise(p, by_hand)
+
+    constant = make_params()
+    train(cls(name)(constant, lr=base, convention=convention), constant, 6)
+    assert any(not torch.equal(x, y) for x, y in zip(p, constant)), "the schedule had no effect"
+
+
+def test_lambda_lr_on_pytorch_adam_equals_torch_adam():
+    p, q = make_params(), make_params()
+    ours = optim.Adam(p, lr=0.05, convention="pytorch")
+    ref = torch.optim.Adam(q, lr=0.05)
+    train(ours, p, 8, scheduler=torch.optim.lr_scheduler.LambdaLR(ours, _lambda))
+    train(ref, q, 8, scheduler=torch.optim.lr_scheduler.LambdaLR(ref, _lambda))
+    for x, y in zip(p, q):
+        torch.testing.assert_close(x, y, rtol=1e-10, atol=1e-12)
+
+
+# ---- zero_grad, closure, parameters without gradients -------------------------------------------
+
+
+@pytest.mark.parametrize("name,convention", CASES, ids=IDS)
+def test_zero_grad_sets_grads_to_none(name, convention):
+    p = make_params()
+    opt = cls(name)(p, convention=convention)
+    train(opt, p, 1)
+    assert all(x.grad is not None for x in p)
+    opt.zero_grad()
+    assert all(x.grad is None for x in p)
+
+
+@pytest.mark.parametrize("name,convention", CASES, ids=IDS)
+def test_step_with_closure_returns_its_loss(name, convention):
+    p = make_params()
+    before = [x.detach().clone() for x in p]
+    opt = cls(name)(p, lr=0.05, convention=convention)
+    calls = []
+
+    def closure():
+        calls.append(1)
+        opt.zero_grad()
+        value = loss(p, 0)
+        value.backward()  # fails if step() calls the closure with gradients disabled
+        return value
+
+    out = opt.step(closure)
+    assert len(calls) == 1
+    assert out is not None and float(out) == float(loss(before, 0))
+    assert any(not torch.equal(x.detach(), y) for x, y in zip(p, before))
+
+
+@pytest.mark.parametrize("name,convention", CASES, ids=IDS)
+def test_parameters_without_grad_are_skipped(name, convention):
+    w, b = make_params()
+    b0 = b.detach().clone()
+    opt = cls(name)([w, b], convention=convention)
+    for step in range(3):
+        opt.zero_grad()
+        loss([w, b0], step).backward()  # b gets no gradient
+        opt.step()
+    assert b.grad is None
+    assert torch.equal(b.detach(), b0)
+
+
+@pytest.mark.parametrize("name", list(TORCH_CLASS))
+def test_pytorch_convention_keeps_a_step_count_per_parameter(name):
+    """A parameter that first gets a gradient late starts its own count (torch's per-parameter
+    `step`), as torch.optim does."""
+    kwargs = {"momentum": 0.9} if name in ("sgd", "momentum") else {}
+    runs = []
+    for make in (lambda ps: cls(name)(ps, convention="pytorch", **kwargs),
+                 lambda ps: getattr(torch.optim, TORCH_CLASS[name])(ps, **kwargs)):
+        w, b = make_params()
+        opt = make([w, b])
+        for step in range(6):
+            opt.zero_grad()
+            loss([w, b if step >= 3 else b.detach()], step).backward()
+            opt.step()
+        runs.append((w, b))
+    for x, y in zip(*runs):
+        torch.testing.assert_close(x, y, rtol=1e-10, atol=1e-12)
+
+
+# ---- defaults -------------------------------------------------------------------------------
+
+
+def _signature_defaults(klass) -> dict:
+    return {
+        k: v.default
+        for k, v in inspect.signature(klass.__init__).parameters.items()
+        if v.default is not inspect.Parameter.empty
+    }
+
+
+TORCH_KEYS = {
+    "sgd": ["lr", "momentum", "dampening", "weight_decay", "nesterov"],
+    "momentum": ["lr", "dampening", "weight_decay", "nesterov"],
+    "adagrad": ["lr", "lr_decay", "weight_decay", "initial_accumulator_value", "eps"],
+    "rmsprop": ["lr", "alpha", "eps", "weight_decay", "momentum", "centered"],
+    "adam": ["lr", "betas", "eps", "weight_decay", "amsgrad"],
+    "adamw": ["lr", "betas", "eps", "weight_decay", "amsgrad"],
+    "adadelta": ["lr", "rho", "eps", "weight_decay"],
+    "nadam": ["lr", "betas", "eps", "weight_decay", "momentum_decay"],
+}
+KERAS_CLASS = {
+    "sgd": "SGD", "momentum": "SGD", "adagrad": "Adagrad", "rmsprop": "RMSprop", "adam": "Adam",
+    "adamw": "AdamW", "adadelta": "Adadelta", "nadam": "Nadam", "ftrl": "Ftrl",
+}
+KERAS_KEYS = {  # ours -> keras
+    "lr": "learning_rate", "eps": "epsilon", "momentum": "momentum", "nesterov": "nesterov",
+    "initial_accumulator_value": "initial_accumulator_value", "centered": "centered",
+    "amsgrad": "amsgrad", "rho": "rho", "lr_power": "learning_rate_power",
+    "l1": "l1_regularization_strength", "l2": "l2_regularization_strength",
+    "l2_shrinkage": "l2_shrinkage_regularization_strength", "beta": "beta",
+}
+
+
+def _expected_defaults(name: str, convention: str) -> dict:
+    if convention == "pytorch":
+        sig = _signature_defaults(getattr(torch.optim, TORCH_CLASS[name]))
+        out = {k: sig[k] for k in TORCH_KEYS[name]}
+        if name == "momentum":
+            out["momentum"] = 0.9
+        return out
+    import keras
+
+    sig = _signature_defaults(getattr(keras.optimizers, KERAS_CLASS[name]))
+    out = {ours: sig[theirs] for ours, theirs in KERAS_KEYS.items() if theirs in sig}
+    if name == "rmsprop":
+        out["alpha"] = out.pop("rho")
+    if name in ("adam", "adamw", "nadam"):
+        out["betas"] = (sig["beta_1"], sig["beta_2"])
+    if name == "adamw":
+        out["weight_decay"] = sig["weight_decay"]
+    if name == "momentum":
+        out["momentum"] = 0.9
+    return out
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, (tuple, list)) or isinstance(b, (tuple, list)):
+        return tuple(a) == tuple(b)
+    return a == b
+
+
+@pytest.mark.parametrize("name,convention", [c for c in CASES if c[1] != "article"],
+                         ids=[i for c, i in zip(CASES, IDS) if c[1] != "article"])
+def test_left_out_hyperparameters_take_the_original_library_defaults(name, convention):
+    opt = cls(name)(make_params(), convention=convention)
+    for key, value in _expected_defaults(name, convention).items():
+        assert key in opt.defaults, f"{key} missing from defaults {opt.defaults}"
+        assert _same(opt.defaults[key], value), f"{key}: {opt.defaults[key]!r} != {value!r}"
+        assert _same(opt.param_groups[0][key], value)
+
+
+@pytest.mark.parametrize("name,convention", CASES, ids=IDS)
+def test_defaults_come_from_the_conventions_module(name, convention):
+    opt = cls(name)(make_params(), convention=convention)
+    expected = dict(conventions.defaults(name, convention))
+    if "beta1" in expected:  # the conventions module stores them flat; optimizers as torch's pair
+        expected["betas"] = (expected.pop("beta1"), expected.pop("beta2"))
+    for key, value in expected.items():
+        assert _same(opt.defaults[key], value), f"{key}: {opt.defaults[key]!r} != {value!r}"
+
+
+def test_adam_eps_defaults_by_convention():
+    assert optim.Adam(make_params(), convention="keras").defaults["eps"] == 1e-7
+    assert optim.Adam(make_params(), convention="pytorch").defaults["eps"] == 1e-8
+
+
+@pytest.mark.parametrize("name,convention", CASES, ids=IDS)
+def test_given_hyperparameters_override_defaults(name, convention):
+    opt = cls(name)(make_params(), lr=0.0123, convention=convention)
+    assert opt.defaults["lr"] == 0.0123 and opt.param_groups[0]["lr"] == 0.0123
