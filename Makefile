@@ -30,7 +30,8 @@ demo: install
 	@echo "Verdicts: $(CURDIR)/results/verdicts.json"
 
 test: install-test
-	KERAS_BACKEND=torch $(PY) -m pytest -n 2 -q
+	# Two workers on two cores: one BLAS thread each, or they oversubscribe the machine.
+	KERAS_BACKEND=torch OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 -q
 
 clean:
 	rm -rf $(VENV) results .pytest_cache
