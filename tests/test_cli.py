@@ -1,0 +1,50 @@
+"""The `optarena` command's own behaviour (the claims and compare pipelines have their own tests)."""
+
+import subprocess
+import sys
+
+import pytest
+
+from optarena import cli, rules
+
+
+def test_optimizers_table_lists_every_optimizer_and_convention(capsys):
+    assert cli.main(["optimizers"]) == 0
+    out = capsys.readouterr().out
+    for name in rules.names():
+        assert name in out
+    for convention in rules.CONVENTIONS:
+        assert convention in out
+    # defaults and formulas are printed, e.g. Adam's eps under keras and the article's AdaGrad rule
+    assert "eps=1e-07" in out
+    assert "sqrt(G + eps)" in out
+    assert "ftrl has no 'pytorch' convention" in out
+
+
+def test_unknown_claim_id_is_a_clear_error(tmp_path, capsys):
+    code = cli.main(["claims", "--only", "R1,X9", "--out", str(tmp_path / "out")])
+    out = capsys.readouterr().out
+    assert code == 2
+    assert "X9" in out and "R1" in out and "M4" in out
+    assert not (tmp_path / "out").exists()
+
+
+def test_report_without_a_store_is_a_clear_error(tmp_path, capsys):
+    code = cli.main(["report", "--store", str(tmp_path / "none.sqlite"), "--out", str(tmp_path / "out")])
+    assert code == 2
+    assert "no store" in capsys.readouterr().out
+
+
+def test_cuda_without_cuda_is_a_clear_error(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(SystemExit, match="no CUDA"):
+        cli.main(["claims", "--device", "cuda", "--out", str(tmp_path)])
+
+
+def test_console_script_runs():
+    result = subprocess.run([sys.executable, "-m", "optarena.cli", "optimizers"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "nadam" in result.stdout
