@@ -8,7 +8,8 @@ import pytest
 from optarena import cli, rules
 
 
-def test_optimizers_table_lists_every_optimizer_and_convention(capsys):
+def test_optimizers_table_lists_every_optimizer_and_convention(capsys, monkeypatch):
+    monkeypatch.setattr(cli.console, "width", 250)  # no wrapping inside cells
     assert cli.main(["optimizers"]) == 0
     out = capsys.readouterr().out
     for name in rules.names():
