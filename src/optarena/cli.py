@@ -111,9 +111,9 @@ def _claims(args: argparse.Namespace, train: bool = True) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from optarena import compare
+    from optarena import comparison
 
-    return compare.main(args)
+    return comparison.main(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -138,12 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=lambda a, train=train: _claims(a, train))
 
     p = sub.add_parser("compare", help="tuned, equal-budget comparison of optimizers on your own model")
-    try:
-        from optarena import compare
+    from optarena import comparison
 
-        compare.add_arguments(p)
-    except ImportError:  # pragma: no cover - compare ships with optarena
-        pass
+    comparison.add_arguments(p)
     p.set_defaults(func=_compare)
     return parser
 

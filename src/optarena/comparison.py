@@ -1,0 +1,645 @@
+"""`optarena compare`: the fair comparison of the optimizers on a user's own model and data.
+
+Every optimizer gets the same tuning budget over its search space (`optarena.tuning`; the learning
+rate, log-uniform over `tuning.LR_RANGE`), selected on held-out loss with seed 0; the chosen
+setting and the convention's defaults are then rerun over seeds 1..K (`optarena.study`). The
+recommendation is the optimizer with the lowest mean held-out loss over those seeds, or the list of
+leaders when the paired bootstrap interval of their difference includes 0 (`stats.separable`, 95%).
+An optimizer whose chosen setting diverged or failed on any seed ranks below every one that did not.
+
+"all" means the article's eight: sgd, momentum, adagrad, rmsprop, adam, adadelta, nadam and ftrl.
+FTRL-Proximal is a per-coordinate rule that applies to any differentiable model (Keras offers it for
+every model); it was made for sparse linear models, and the comparison shows what it does on yours.
+Under the pytorch convention, which has no FTRL (torch.optim has none), "all" means the other seven.
+"adamw" may be named explicitly.
+
+The problem file (``optarena compare FILE.py``) defines ``model() -> nn.Module``,
+``data() -> (train, val)``, optionally ``loss(output, target)`` and the constants ``batch_size``
+and ``steps``; see `optarena.problems.user` for what each may be.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import html
+import importlib.util
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from optarena import stats, tuning
+from optarena.claims.base import Plot, Series
+from optarena.problems.user import UserCodeError, UserProblem, user_traceback
+from optarena.rules.conventions import CONVENTIONS, OPTIMIZERS
+from optarena.store import Store
+from optarena.study import Study, StudyResult, execute, objective
+
+EIGHT = ("sgd", "momentum", "adagrad", "rmsprop", "adam", "adadelta", "nadam", "ftrl")
+CONFIDENCE = 0.95
+# Bootstrap resamples for the per-point bands of the curves (the verdict uses stats' default).
+BAND_RESAMPLES = 2000
+# Models with fewer parameters than this run on one intra-op thread under threads="auto".
+SMALL_MODEL = 100_000
+
+
+def resolve_optimizers(optimizers: str | Sequence[str] | None, convention: str = "article") -> tuple[str, ...]:
+    """The optimizer names to compare: "all" (see the module docstring), "adam,sgd" or a list."""
+    if convention not in CONVENTIONS:
+        raise ValueError(f"unknown convention {convention!r}; allowed: {', '.join(CONVENTIONS)}")
+    if optimizers is None or optimizers == "all":
+        return tuple(o for o in EIGHT if not (o == "ftrl" and convention == "pytorch"))
+    if isinstance(optimizers, str):
+        optimizers = [o.strip() for o in optimizers.split(",")]
+    names = [str(o).strip().lower() for o in optimizers if str(o).strip()]
+    if "all" in names:
+        raise ValueError("'all' cannot be combined with other optimizer names")
+    unknown = [o for o in names if o not in OPTIMIZERS]
+    if unknown:
+        raise ValueError(f"unknown optimizer{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
+                         f"valid names: {', '.join(OPTIMIZERS)} (or 'all')")
+    if not names:
+        raise ValueError(f"no optimizer named; valid names: {', '.join(OPTIMIZERS)} (or 'all')")
+    if "ftrl" in names and convention == "pytorch":
+        raise ValueError("ftrl has no 'pytorch' convention (torch.optim has no FTRL); use --convention article or keras")
+    return tuple(dict.fromkeys(names))
+
+
+def _check_settings(budget: int, seeds: int, steps: int | None, method: str) -> None:
+    for label, value, low in (("budget", budget, 1), ("seeds", seeds, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{label} must be an integer >= {low}, got {value!r}")
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    if method not in tuning.METHODS:
+        raise ValueError(f"method must be one of {', '.join(tuning.METHODS)}, got {method!r}")
+
+
+def _check_device(device: str | torch.device) -> None:
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r}: no CUDA device is available here; use --device cpu")
+
+
+# ---- the comparison ----
+
+
+def compare(
+    model: Callable[[], torch.nn.Module],
+    data: Any,
+    loss: Callable | None = None,
+    optimizers: str | Sequence[str] = "all",
+    budget: int = 8,
+    seeds: int = 3,
+    steps: int | None = None,
+    batch_size: int | None = None,
+    convention: str = "article",
+    method: str = "tpe",
+    store: Store | str | os.PathLike | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+    name: str = "user",
+    threads: int | str | None = "auto",
+) -> "Comparison":
+    """Tune every optimizer with the same `budget` on `model` and `data`, rerun the best of each and
+    its defaults over `seeds` seeds, and return the `Comparison`.
+
+    `model`: a function returning a fresh nn.Module; `data`: (train, val), each (X, y) or a
+    Dataset (or a function returning that); `loss(output, target)`: optional, a mean over the batch.
+    `store`: a Store, a path (resumes from it) or None (in memory). `threads`: torch's intra-op
+    threads during the comparison (restored after); "auto" is 1 for models under SMALL_MODEL
+    parameters, None leaves torch's setting alone. Bad input raises ValueError
+    (UserCodeError, naming the function and the cause, for the user's model, data and loss).
+    """
+    names = resolve_optimizers(optimizers, convention)
+    _check_settings(budget, seeds, steps, method)
+    _check_device(device)
+    problem = UserProblem(model, data, loss=loss, batch_size=batch_size, steps=steps, name=name, device=device)
+    return run_comparison(problem, names, budget, seeds, steps, convention, method, store, device, progress, threads)
+
+
+def run_comparison(
+    problem: UserProblem,
+    optimizers: Sequence[str],
+    budget: int = 8,
+    seeds: int = 3,
+    steps: int | None = None,
+    convention: str = "article",
+    method: str = "tpe",
+    store: Store | str | os.PathLike | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+    threads: int | str | None = "auto",
+) -> "Comparison":
+    """`compare` on a ready UserProblem."""
+    study = Study(name=f"compare:{problem.name}", problem=problem.name, optimizers=tuple(optimizers),
+                  convention=convention, budget=budget, seeds=seeds, steps=steps, method=method)
+    own_store = not isinstance(store, Store)
+    store_obj = store if isinstance(store, Store) else Store(store)
+    try:
+        with _threads(threads, problem), _progress_bar(study.n_runs, problem.name, progress) as advance:
+            result = execute(study, store_obj, device=device, progress=advance, problem=problem)
+    finally:
+        if own_store:
+            store_obj.close()
+    return Comparison(result, _problem_info(problem))
+
+
+@contextmanager
+def _threads(threads: int | str | None, problem: UserProblem) -> Iterator[None]:
+    """torch's intra-op thread count for the comparison, restored after.
+
+    "auto": one thread for models under SMALL_MODEL parameters. Their ops are too small for
+    threads to pay for their synchronisation, and on a busy machine (more runnable threads than
+    cores) threads that wait for each other made small models up to 80 times slower (measured)."""
+    if threads == "auto":
+        threads = 1 if problem.n_parameters < SMALL_MODEL else None
+    if threads is None:
+        yield
+        return
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be an integer >= 1, 'auto' or None, got {threads!r}")
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _problem_info(problem: UserProblem) -> dict[str, Any]:
+    return {
+        "name": problem.name,
+        "n_train": problem.n_train,
+        "n_val": problem.n_val,
+        "batch_size": problem.batch_size,
+        "steps": problem.default_steps,
+        "loss": problem.loss_name,
+        "loss_bound": problem.loss_bound,
+        "vmappable": problem.vmappable,
+        "fallback_reason": problem.fallback_reason,
+        "stochastic": problem.stochastic,
+        "parameters": problem.n_parameters,
+    }
+
+
+class _progress_bar:
+    """A rich progress bar of runs done / total with ETA (stderr); a no-op when disabled."""
+
+    def __init__(self, total: int, label: str, enabled: bool) -> None:
+        self.total, self.label, self.enabled = total, label, enabled
+        self._progress = None
+
+    def __enter__(self) -> Callable[[int], None]:
+        if not self.enabled:
+            return lambda n: None
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self._progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                  TextColumn("runs"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                                  console=Console(stderr=True))
+        self._progress.start()
+        task = self._progress.add_task(f"compare {self.label}", total=self.total)
+        return lambda n: self._progress.advance(task, n)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+
+@dataclass
+class Comparison:
+    """The outcome of `compare`: `best`, `table()`, `report(dir)`, `as_json()`."""
+
+    result: StudyResult
+    problem: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        study = self.result.study
+        self.optimizers: tuple[str, ...] = study.optimizers
+        self.steps = study.steps or self.problem.get("steps")
+        # Held-out loss of the chosen setting on seeds 1..K (inf where a run diverged or failed).
+        self.seed_losses = {o: [objective(r) for r in self.result.tuned.get(o, [])] for o in self.optimizers}
+        self._rows = [self._row(o) for o in self.optimizers]
+        self.recommendation, self.reason = self._recommend()
+
+    # -- numbers --
+
+    def _runs(self, optimizer: str) -> list:
+        r = self.result
+        return r.tuning.get(optimizer, []) + r.tuned.get(optimizer, []) + r.defaults.get(optimizer, [])
+
+    def _row(self, o: str) -> dict[str, Any]:
+        values = self.seed_losses[o]
+        mean, low, high = _mean_ci(values)
+        defaults = [objective(r) for r in self.result.defaults.get(o, [])]
+        runs = self._runs(o)
+        row = {
+            "optimizer": o,
+            "best_hparams": dict(self.result.best.get(o, {})),
+            "val_loss_mean": mean,
+            "val_loss_ci95": [low, high],
+            "default_val_loss": float(np.mean(defaults)) if defaults and all(map(math.isfinite, defaults)) else math.inf,
+            "diverged_fraction": sum(r.status == "diverged" for r in runs) / len(runs) if runs else 0.0,
+            "failed": sum(r.status == "failed" for r in runs),
+            "runs": len(runs),
+        }
+        accuracy = [r.final.get("val_accuracy") for r in self.result.tuned.get(o, []) if r.status == "done"]
+        if accuracy and all(a is not None for a in accuracy) and len(accuracy) == len(values):
+            row["val_accuracy_mean"] = float(np.mean(accuracy))
+        return row
+
+    def _recommend(self) -> tuple[str | list[str] | None, str]:
+        seeds = self.result.study.seeds
+        finite = [o for o in self.optimizers if self.seed_losses[o] and all(map(math.isfinite, self.seed_losses[o]))]
+        ranked = sorted(finite, key=lambda o: (float(np.mean(self.seed_losses[o])), self.optimizers.index(o)))
+        if not ranked:
+            return None, ("every optimizer's tuned setting diverged or failed on at least one seed "
+                          "(see diverged_fraction and failed in the table); check the model, the loss and "
+                          "the data scale, or give more steps")
+        best = ranked[0]
+        row = self._rows[self.optimizers.index(best)]
+        said = (f"held-out loss {_fmt(row['val_loss_mean'])} (95% CI [{_fmt(row['val_loss_ci95'][0])}, "
+                f"{_fmt(row['val_loss_ci95'][1])}], {seeds} seed{'s' if seeds > 1 else ''}, {_hparams(row['best_hparams'])})")
+        others_failed = len(finite) < len(self.optimizers)
+        if len(self.optimizers) == 1:
+            return best, f"{best} was the only optimizer compared: {said}."
+        if len(ranked) == 1:
+            return best, f"{best} reached {said}, while every other optimizer diverged or failed on at least one seed of its tuned setting."
+        if seeds < 2:
+            runner = ranked[1]
+            return best, (f"{best} reached the lowest {said}, ahead of {runner} at {_fmt(np.mean(self.seed_losses[runner]))}; "
+                          "with 1 seed the difference is not tested for separability.")
+        leaders = [best] + [o for o in ranked[1:] if not stats.separable(self.seed_losses[o], self.seed_losses[best], CONFIDENCE)]
+        if len(leaders) == 1:
+            runner = ranked[1]
+            d = stats.paired_difference(self.seed_losses[runner], self.seed_losses[best])
+            return best, (f"{best} reached the lowest {said}, separably below the runner-up {runner} at "
+                          f"{_fmt(np.mean(self.seed_losses[runner]))} ({runner} minus {best}, paired over seeds: {_fmt(d['mean'])}, "
+                          f"95% CI [{_fmt(d['ci95'][0])}, {_fmt(d['ci95'][1])}]).")
+        last = leaders[-1]
+        d = stats.paired_difference(self.seed_losses[last], self.seed_losses[best])
+        losses = ", ".join(f"{o} {_fmt(np.mean(self.seed_losses[o]))}" for o in leaders)
+        rest = [o for o in ranked if o not in leaders]
+        tail = (f"; {rest[0]} and below are separably worse" if rest else "") + (
+            "; the others diverged or failed" if others_failed else "")
+        return leaders, (f"{_join(leaders)} are not separable at 95% over {seeds} seeds (held-out loss {losses}; "
+                         f"{last} minus {best}, paired over seeds: {_fmt(d['mean'])}, 95% CI "
+                         f"[{_fmt(d['ci95'][0])}, {_fmt(d['ci95'][1])}]){tail}.")
+
+    # -- views --
+
+    @property
+    def best(self) -> str | list[str] | None:
+        """The recommended optimizer, the list of leaders not separable at 95%, or None when every
+        optimizer's tuned setting diverged or failed."""
+        return self.recommendation
+
+    def table(self) -> list[dict[str, Any]]:
+        """One row per optimizer: optimizer, best_hparams, val_loss_mean, val_loss_ci95,
+        default_val_loss, diverged_fraction (of all its runs), failed (count), runs (count) and
+        val_accuracy_mean where it applies. A non-finite loss (diverged or failed) is inf."""
+        return copy.deepcopy(self._rows)
+
+    def failed_runs(self) -> list[dict[str, Any]]:
+        out = []
+        for o in self.optimizers:
+            for r in self._runs(o):
+                if r.status == "failed":
+                    last = (r.error or "").strip().splitlines()
+                    out.append({"optimizer": o, "hparams": dict(r.trial.hparams), "seed": r.trial.seed,
+                                "error": last[-1] if last else "", "traceback": r.error or ""})
+        return out
+
+    def as_json(self) -> dict[str, Any]:
+        """What comparison.json holds (non-finite numbers as null)."""
+        study = self.result.study
+        return _jsonable({
+            "recommendation": self.recommendation,
+            "reason": self.reason,
+            "rows": self._rows,
+            "problem": self.problem,
+            "settings": {"optimizers": list(study.optimizers), "convention": study.convention, "budget": study.budget,
+                         "seeds": study.seeds, "steps": self.steps, "method": study.method,
+                         "lr_range": list(study.lr_range)},
+            "failed_runs": [{k: v for k, v in f.items() if k != "traceback"} for f in self.failed_runs()],
+            "run_keys": self.result.run_keys(),
+        })
+
+    def report(self, path: str | os.PathLike) -> Path:
+        """Write DIR/report.html and DIR/comparison.json (built in a temporary folder beside DIR
+        and moved in at the end: nothing partial is left); return the HTML's path."""
+        from optarena.report import write_report
+
+        out = Path(path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        try:
+            write_report([], tmp, title=f"optarena compare — {self.problem.get('name', '')}",
+                         meta=self._meta(), extra_sections=self.sections())
+            (tmp / "comparison.json").write_text(json.dumps(self.as_json(), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+            out.mkdir(parents=True, exist_ok=True)
+            for name in ("comparison.json", "report.html"):
+                os.replace(tmp / name, out / name)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return out / "report.html"
+
+    def _meta(self) -> dict[str, Any]:
+        study = self.result.study
+        return {"problem": self.problem.get("name"), "convention": study.convention, "budget": study.budget,
+                "seeds": study.seeds, "steps": self.steps, "method": study.method}
+
+    def sections(self) -> list[dict[str, Any]]:
+        """The report's sections: recommendation, table, curves, lr sensitivity, failures."""
+        sections = [
+            {"id": "recommendation", "title": "Recommendation", "html": self._recommendation_html()},
+            {"id": "table", "title": "Every optimizer, same budget", "html": self._table_html(),
+             "plots": [self._tuned_vs_default_plot()]},
+            {"id": "curves", "title": "Held-out loss during training", "html": "",
+             "plots": [self._curves_plot("val_loss", "held-out loss"), self._curves_plot("train_loss", "training loss")]},
+            {"id": "lr-sensitivity", "title": "Learning-rate sensitivity", "html": "", "plots": [self._lr_plot()]},
+        ]
+        failed = self.failed_runs()
+        if failed:
+            sections.append({"id": "failures", "title": f"Failed runs ({len(failed)})", "html": _failures_html(failed)})
+        return sections
+
+    def _recommendation_html(self) -> str:
+        rec = self.recommendation
+        shown = "none" if rec is None else rec if isinstance(rec, str) else " / ".join(rec)
+        p = self.problem
+        mode = ("all runs of a stack vmapped together" if p.get("vmappable")
+                else f"one run at a time ({p.get('fallback_reason')})")
+        if p.get("vmappable") and p.get("stochastic"):
+            mode += "; the model draws random numbers (dropout): runs sharing a seed are vmapped together"
+        n_diverged = sum(r.status == "diverged" for o in self.optimizers for r in self._runs(o))
+        n_failed = sum(r.status == "failed" for o in self.optimizers for r in self._runs(o))
+        n_runs = sum(len(self._runs(o)) for o in self.optimizers)
+        study = self.result.study
+        return (
+            f"<p class='recommendation'><strong>{html.escape(shown)}</strong></p>"
+            f"<p>{html.escape(self.reason)}</p>"
+            "<ul>"
+            f"<li>Protocol: each optimizer gets {study.budget} tuning runs ({html.escape(study.method)}, learning rate "
+            f"log-uniform in [{_fmt(study.lr_range[0])}, {_fmt(study.lr_range[1])}], seed 0, selected on held-out loss), "
+            f"then its chosen setting and its {html.escape(study.convention)} defaults are rerun on seeds 1–{study.seeds}. "
+            f"{self.steps} steps of batch {p.get('batch_size')}; {p.get('n_train')} training and {p.get('n_val')} held-out rows.</li>"
+            "<li>Leaders: the lowest mean held-out loss, and every optimizer whose paired 95% bootstrap interval "
+            "of the difference to it includes 0. A chosen setting that diverged or failed on any seed ranks last.</li>"
+            f"<li>Runs: {n_runs}; diverged {n_diverged} (non-finite loss or above {_fmt(p.get('loss_bound'))}); failed {n_failed}.</li>"
+            f"<li>Execution: {html.escape(mode)}.</li>"
+            "</ul>"
+        )
+
+    def _table_html(self) -> str:
+        rec = self.recommendation
+        leaders = set([rec] if isinstance(rec, str) else rec or [])
+        head = ("<tr><th>optimizer</th><th>best hyperparameters</th><th>held-out loss (mean)</th><th>95% CI</th>"
+                "<th>default held-out loss</th><th>diverged</th><th>failed</th>"
+                + ("<th>accuracy</th>" if any("val_accuracy_mean" in r for r in self._rows) else "") + "</tr>")
+        body = []
+        for r in sorted(self._rows, key=lambda r: (r["val_loss_mean"], r["optimizer"])):
+            name = html.escape(r["optimizer"])
+            cells = [f"<strong>{name}</strong>" if r["optimizer"] in leaders else name,
+                     html.escape(_hparams(r["best_hparams"])), _fmt(r["val_loss_mean"]),
+                     f"[{_fmt(r['val_loss_ci95'][0])}, {_fmt(r['val_loss_ci95'][1])}]", _fmt(r["default_val_loss"]),
+                     f"{r['diverged_fraction']:.0%}", str(r["failed"])]
+            if "<th>accuracy</th>" in head:
+                cells.append(_fmt(r.get("val_accuracy_mean")))
+            body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+        return ("<table class='compare'>" + head + "".join(body) + "</table>"
+                "<p>Held-out loss: final value of the chosen setting, mean over seeds; ∞ where a seed diverged or failed. "
+                "Diverged: share of all the optimizer's runs (tuning and reruns).</p>")
+
+    def _curves_plot(self, metric: str, label: str) -> Plot:
+        series = []
+        for o in self.optimizers:
+            runs = [r for r in self.result.tuned.get(o, []) if r.curve.get(metric)]
+            if not runs:
+                continue
+            steps = max((r.curve["step"] for r in runs), key=len)
+            x, y, lo, hi = [], [], [], []
+            for i, s in enumerate(steps):
+                values = [r.curve[metric][i] for r in runs if i < len(r.curve[metric]) and math.isfinite(r.curve[metric][i])]
+                if not values:
+                    continue
+                mean, low, high = _mean_ci(values, BAND_RESAMPLES)
+                x.append(s), y.append(mean), lo.append(low), hi.append(high)
+            series.append(Series(o, x, y, lo, hi))
+        positive = all(v > 0 for s in series for v in s.y)
+        return Plot("curves", f"{label} of the chosen setting", "step", label, series, logy=positive and bool(series),
+                    caption="Mean over seeds with a 95% bootstrap band; a run that diverged stops where it diverged.")
+
+    def _lr_plot(self) -> Plot:
+        series, dropped, total = [], 0, 0
+        for o in self.optimizers:
+            points = sorted((r.trial.hparams.get("lr", math.nan), objective(r)) for r in self.result.tuning.get(o, []))
+            total += len(points)
+            finite = [(lr, v) for lr, v in points if math.isfinite(v)]
+            dropped += len(points) - len(finite)
+            if finite:
+                series.append(Series(o, [p[0] for p in finite], [p[1] for p in finite]))
+        positive = all(v > 0 for s in series for v in s.y)
+        return Plot("curves", "final held-out loss against learning rate (tuning runs, seed 0)", "learning rate",
+                    "held-out loss", series, logx=True, logy=positive and bool(series),
+                    caption=f"{dropped} of {total} tuning runs diverged or failed and are not drawn.")
+
+    def _tuned_vs_default_plot(self) -> Plot:
+        tuned, default = Series("tuned", [], [], [], []), Series("defaults", [], [], [], [])
+        for i, o in enumerate(self.optimizers):
+            for s, values in ((tuned, self.seed_losses[o]), (default, [objective(r) for r in self.result.defaults.get(o, [])])):
+                mean, low, high = _mean_ci(values)
+                s.x.append(float(i)), s.y.append(mean), s.lo.append(low), s.hi.append(high)
+        positive = all(v > 0 for s in (tuned, default) for v in s.y if math.isfinite(v))
+        return Plot("bars", "held-out loss: tuned setting and defaults", "optimizer", "held-out loss", [tuned, default],
+                    logy=positive, categories=list(self.optimizers),
+                    caption="Mean over seeds with 95% bootstrap intervals; a missing bar diverged or failed on some seed.")
+
+
+# ---- the problem file ----
+
+
+@dataclass
+class ProblemFile:
+    """What a problem file defines."""
+
+    path: Path
+    model: Callable[[], torch.nn.Module]
+    data: Callable[[], Any]
+    loss: Callable | None = None
+    batch_size: int | None = None
+    steps: int | None = None
+
+    @property
+    def name(self) -> str:
+        return "".join(c if c.isalnum() or c in "-_." else "_" for c in self.path.stem) or "user"
+
+
+def load_problem_file(path: str | os.PathLike) -> ProblemFile:
+    """Import a problem file (importlib, its folder first on sys.path); UserCodeError on bad input."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserCodeError("no such file" if not path.exists() else "not a file")
+    digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]
+    module_name = f"optarena_problem_{digest}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise UserCodeError("cannot be imported as a Python file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # dataclasses and pickling look the module up here
+    folder = str(path.resolve().parent)
+    sys.path.insert(0, folder)
+    try:
+        spec.loader.exec_module(module)
+    except BaseException as e:  # SystemExit from the file included; KeyboardInterrupt passes
+        sys.modules.pop(module_name, None)
+        if isinstance(e, KeyboardInterrupt):
+            raise
+        raise UserCodeError(f"importing the file raised {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}".rstrip(": ")) from e
+    finally:
+        if folder in sys.path:
+            sys.path.remove(folder)
+    missing = [f"{n}()" for n in ("model", "data") if not callable(getattr(module, n, None))]
+    if missing:
+        raise UserCodeError(
+            f"defines no {' and no '.join(missing)} function; a problem file must define "
+            "model() -> torch.nn.Module and data() -> (train, val)")
+    loss = getattr(module, "loss", None)
+    if loss is not None and not callable(loss):
+        raise UserCodeError(f"loss must be a function loss(output, target) -> Tensor, got {type(loss).__name__}")
+    constants = {}
+    for constant in ("batch_size", "steps"):
+        value = getattr(module, constant, None)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise UserCodeError(f"the constant {constant} must be an integer >= 1, got {value!r}")
+        constants[constant] = value
+    return ProblemFile(path, module.model, module.data, loss, **constants)
+
+
+# ---- the command line ----
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `optarena compare FILE.py`."""
+    parser.add_argument("file", metavar="FILE.py", help="problem file defining model(), data() and optionally loss(), batch_size, steps")
+    parser.add_argument("--optimizers", default="all", help=f"comma-separated names or 'all' (the article's eight); valid: {', '.join(OPTIMIZERS)}")
+    parser.add_argument("--budget", type=int, default=8, help="tuning runs per optimizer (default 8)")
+    parser.add_argument("--seeds", type=int, default=3, help="reruns of the chosen setting and the defaults (default 3)")
+    parser.add_argument("--steps", type=int, default=None, help="training steps per run (default: the file's steps, else 500)")
+    parser.add_argument("--convention", choices=CONVENTIONS, default="article", help="the optimizers' formulas and defaults")
+    parser.add_argument("--method", choices=tuning.METHODS, default="tpe", help="tuning search (default tpe)")
+    parser.add_argument("--store", default=None, help="results database, resumed if present (default OUT/optarena.sqlite)")
+    parser.add_argument("--out", default=None, help="output folder (default results/compare-<file name>)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    parser.add_argument("--threads", default="auto",
+                        help="torch intra-op threads: a number, or 'auto' (1 for models under 100k parameters)")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run `optarena compare`; 0 on success, 2 on bad input (one message on stderr, nothing written)."""
+    file = str(args.file)
+    try:
+        names = resolve_optimizers(args.optimizers, args.convention)
+        _check_settings(args.budget, args.seeds, args.steps, args.method)
+        _check_device(args.device)
+        threads = _parse_threads(args.threads)
+    except ValueError as e:
+        return _fail(str(e))
+    try:
+        spec = load_problem_file(file)
+        problem = UserProblem(spec.model, spec.data, loss=spec.loss, batch_size=spec.batch_size,
+                              steps=args.steps or spec.steps, name=spec.name, device=args.device)
+    except UserCodeError as e:
+        return _fail(f"{file}: {e.message}", e.__cause__)
+    out = Path(args.out) if args.out else Path("results") / f"compare-{spec.name}"
+    store_path = Path(args.store) if args.store else out / "optarena.sqlite"
+    with Store(store_path) as store:
+        comparison = run_comparison(problem, names, args.budget, args.seeds, args.steps or spec.steps,
+                                    args.convention, args.method, store, args.device, args.progress, threads)
+    report = comparison.report(out)
+    rec = comparison.recommendation
+    print(f"recommendation: {rec if rec is None or isinstance(rec, str) else ', '.join(rec)}")
+    print(comparison.reason)
+    print(f"report: {report}")
+    print(f"data:   {out / 'comparison.json'}")
+    print(f"store:  {store_path}")
+    return 0
+
+
+def _parse_threads(value: str | int | None) -> int | str | None:
+    if value is None or value == "auto" or isinstance(value, int):
+        return value
+    if str(value).isdigit() and int(value) >= 1:
+        return int(value)
+    raise ValueError(f"--threads must be 'auto' or an integer >= 1, got {value!r}")
+
+
+def _fail(message: str, cause: BaseException | None = None) -> int:
+    print(f"optarena compare: error: {message}", file=sys.stderr)
+    trace = user_traceback(cause) if cause is not None else ""
+    if trace:
+        print("\n" + trace.rstrip(), file=sys.stderr)
+    return 2
+
+
+# ---- formatting ----
+
+
+def _mean_ci(values: Sequence[float], n_resamples: int = 10_000) -> tuple[float, float, float]:
+    if not values or not all(map(math.isfinite, values)):
+        return math.inf, math.inf, math.inf
+    return stats.mean_ci(values, CONFIDENCE, n_resamples=n_resamples)
+
+
+def _fmt(x: Any) -> str:
+    if x is None:
+        return "—"
+    x = float(x)
+    if math.isnan(x):
+        return "nan"
+    if math.isinf(x):
+        return "∞" if x > 0 else "−∞"
+    return f"{x:.4g}"
+
+
+def _hparams(h: dict[str, float]) -> str:
+    return ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(h.items())) or "defaults"
+
+
+def _join(names: Sequence[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def _failures_html(failed: list[dict[str, Any]]) -> str:
+    items = "".join(
+        f"<li>{html.escape(f['optimizer'])} {html.escape(_hparams(f['hparams']))}, seed {f['seed']}: "
+        f"<code>{html.escape(f['error'])}</code></li>" for f in failed[:20])
+    more = f"<li>… and {len(failed) - 20} more (comparison.json lists them all)</li>" if len(failed) > 20 else ""
+    return (f"<p>These runs raised; the comparison went on without them.</p><ul>{items}{more}</ul>"
+            f"<details><summary>traceback of the first</summary><pre>{html.escape(failed[0]['traceback'])}</pre></details>")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value

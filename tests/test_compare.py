@@ -1,0 +1,203 @@
+"""optarena.compare: the Python API, the recommendation rule, resuming, failures and divergence."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from optarena import comparison as compare_module
+from optarena.comparison import EIGHT, Comparison, compare, resolve_optimizers, run_comparison
+from optarena.problems.user import UserProblem
+from optarena.store import Store
+from optarena.study import Study, StudyResult
+from optarena.trial import RunResult, Trial
+
+ROW_KEYS = {"optimizer", "best_hparams", "val_loss_mean", "val_loss_ci95", "default_val_loss", "diverged_fraction"}
+FAST = dict(budget=2, seeds=2, steps=8, progress=False)
+
+
+def classification_data():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(60, 4, generator=g)
+    y = (x[:, 0] + x[:, 1] > 0).long()
+    return (x[:40], y[:40]), (x[40:], y[40:])
+
+
+def regression_data():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(60, 3, generator=g)
+    y = x @ torch.tensor([1.0, -2.0, 0.5])
+    return (x[:40], y[:40]), (x[40:], y[40:])
+
+
+def mlp():
+    return nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))
+
+
+# ---- the API ----
+
+
+def test_compare_end_to_end(tmp_path):
+    rng_state = torch.random.get_rng_state()
+    threads = torch.get_num_threads()
+    c = compare(mlp, classification_data(), optimizers=["adam", "sgd"], batch_size=8, **FAST)
+    assert torch.equal(torch.random.get_rng_state(), rng_state)
+    assert torch.get_num_threads() == threads
+
+    rows = c.table()
+    assert [r["optimizer"] for r in rows] == ["adam", "sgd"]
+    for r in rows:
+        assert ROW_KEYS <= set(r)
+        assert set(r["best_hparams"]) == {"lr"}
+        finals = [run.final["val_loss"] for run in c.result.tuned[r["optimizer"]]]
+        assert r["val_loss_mean"] == pytest.approx(np.mean(finals))
+        assert r["val_loss_ci95"][0] <= r["val_loss_mean"] <= r["val_loss_ci95"][1]
+        assert r["runs"] == 2 + 2 + 2 and 0.0 <= r["diverged_fraction"] <= 1.0
+    assert c.best in ("adam", "sgd") or sorted(c.best) == ["adam", "sgd"]
+
+    html_path = c.report(tmp_path / "out")
+    assert html_path == tmp_path / "out" / "report.html"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["comparison.json", "report.html"]
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # the temporary folder is gone
+    saved = json.loads((tmp_path / "out" / "comparison.json").read_text())
+    assert {"recommendation", "reason", "rows"} <= set(saved)
+    assert saved["recommendation"] == c.best
+    assert all(ROW_KEYS <= set(r) for r in saved["rows"])
+    page = html_path.read_text()
+    for text in ("Recommendation", "Learning-rate sensitivity", "Held-out loss during training", "<table class='compare'>"):
+        assert text in page
+    assert page.count("data:image/png;base64,") == 4
+
+
+def test_optarena_compare_is_callable():
+    import optarena
+
+    c = optarena.compare(model=mlp, data=classification_data(), optimizers="adam", budget=1, seeds=1, steps=4, progress=False)
+    assert c.best == "adam" and "only optimizer compared" in c.reason
+
+
+def test_optimizer_names():
+    assert resolve_optimizers("all") == EIGHT == ("sgd", "momentum", "adagrad", "rmsprop", "adam", "adadelta", "nadam", "ftrl")
+    assert resolve_optimizers("all", "pytorch") == tuple(o for o in EIGHT if o != "ftrl")
+    assert resolve_optimizers("adam, SGD,adam") == ("adam", "sgd")
+    assert resolve_optimizers(["adamw"]) == ("adamw",)
+    with pytest.raises(ValueError, match=r"unknown optimizer 'adamx'; valid names: sgd, momentum, .*ftrl"):
+        resolve_optimizers("adam,adamx")
+    with pytest.raises(ValueError, match="no 'pytorch' convention"):
+        resolve_optimizers("ftrl", "pytorch")
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        compare(mlp, classification_data(), optimizers="adamx", **FAST)
+
+
+@pytest.mark.parametrize(("kwargs", "needle"), [({"budget": 0}, "budget"), ({"seeds": 0}, "seeds"), ({"method": "bayes"}, "method")])
+def test_bad_settings(kwargs, needle):
+    with pytest.raises(ValueError, match=needle):
+        compare(mlp, classification_data(), optimizers="adam", **{**FAST, **kwargs})
+
+
+def test_resumes_from_the_store(tmp_path):
+    path = tmp_path / "store.sqlite"
+    first = compare(mlp, classification_data(), optimizers="adam", store=path, **FAST)
+    with Store(path) as store:
+        n = len(store)
+    assert n == 6
+    again = compare(mlp, classification_data(), optimizers="adam", store=path, **FAST)
+    with Store(path) as store:
+        assert len(store) == n
+    assert again.table() == first.table()
+
+
+# ---- the recommendation rule ----
+
+
+def synthetic(losses: dict[str, list[float]]) -> Comparison:
+    """A StudyResult whose tuned reruns have the given held-out losses (inf: diverged)."""
+    study = Study(name="s", problem="p", optimizers=tuple(losses), budget=1, seeds=len(next(iter(losses.values()))))
+    result = StudyResult(study)
+    for o, values in losses.items():
+        result.tuning[o] = [RunResult(Trial("p", o, "article", {"lr": 0.1}, 0, 5), "done", final={"val_loss": 1.0})]
+        result.best[o] = {"lr": 0.1}
+        result.tuned[o] = [
+            RunResult(Trial("p", o, "article", {"lr": 0.1}, s + 1, 5), "done" if math.isfinite(v) else "diverged",
+                      final={"val_loss": v})
+            for s, v in enumerate(values)
+        ]
+        result.defaults[o] = [RunResult(Trial("p", o, "article", {}, s + 1, 5), "done", final={"val_loss": 2.0})
+                              for s in range(len(values))]
+    return Comparison(result, {"name": "p"})
+
+
+def test_a_leader_better_on_every_seed_is_recommended_alone():
+    c = synthetic({"sgd": [2.0, 2.1, 2.2], "adam": [1.0, 1.1, 1.2], "rmsprop": [1.5, 1.6, 1.7]})
+    assert c.best == "adam"
+    assert c.reason.startswith("adam reached the lowest held-out loss 1.1 ")
+    assert "runner-up rmsprop at 1.6 (rmsprop minus adam, paired over seeds: 0.5, 95% CI [0.5, 0.5])" in c.reason
+
+
+def test_leaders_not_separable_are_listed():
+    c = synthetic({"adam": [1.0, 1.2, 1.1], "nadam": [1.05, 1.15, 1.12], "sgd": [3.0, 3.1, 3.2]})
+    assert c.best == ["adam", "nadam"]
+    assert "not separable at 95%" in c.reason and "sgd" in c.reason
+
+
+def test_a_setting_that_diverged_on_one_seed_ranks_last():
+    c = synthetic({"adam": [0.5, math.inf, 0.5], "sgd": [1.0, 1.1, 1.2]})
+    assert c.best == "sgd"
+    row = c.table()[0]
+    assert row["val_loss_mean"] == math.inf and row["diverged_fraction"] == pytest.approx(1 / 7)
+    assert json.loads(json.dumps(c.as_json()))["rows"][0]["val_loss_mean"] is None
+
+
+# ---- failures and divergence at run time ----
+
+
+def test_divergence_is_recorded_and_the_comparison_goes_on(tmp_path):
+    # The grid of 2 learning rates is {1e-5, 100}: lr = 100 blows up on this regression.
+    c = compare(lambda: nn.Linear(3, 1), regression_data(), optimizers="sgd,adagrad", method="grid", batch_size=8, **FAST)
+    sgd = c.table()[0]
+    assert sgd["diverged_fraction"] > 0
+    assert any(r.status == "diverged" for r in c.result.tuning["sgd"])
+    c.report(tmp_path)
+    assert "diverged" in (tmp_path / "report.html").read_text()
+
+
+def test_a_model_that_raises_at_run_time_is_counted_failed(tmp_path):
+    calls, limit = [0], [10**9]
+
+    class Flaky(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer = nn.Linear(4, 2)
+
+        def forward(self, x):
+            calls[0] += 1
+            if calls[0] > limit[0]:
+                raise RuntimeError("the user's model broke")
+            return self.layer(x)
+
+    problem = UserProblem(Flaky, classification_data(), batch_size=8, steps=8)
+    limit[0] = calls[0] + 30  # the grid's tuning stack finishes; the reruns fail
+    c = run_comparison(problem, ["adam", "sgd"], budget=2, seeds=2, steps=8, method="grid", progress=False)
+    assert c.best is None and "diverged or failed" in c.reason
+    assert [r["failed"] for r in c.table()] == [4, 4]
+    assert c.failed_runs()[0]["error"] == "RuntimeError: the user's model broke"
+    c.report(tmp_path)
+    page = (tmp_path / "report.html").read_text()
+    assert "Failed runs (8)" in page and "the user&#x27;s model broke" in page
+    assert json.loads((tmp_path / "comparison.json").read_text())["recommendation"] is None
+
+
+def test_auto_threads_use_one_thread_for_small_models_and_restore():
+    problem = UserProblem(mlp, classification_data())
+    before = torch.get_num_threads()
+    with compare_module._threads("auto", problem):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="threads"):
+        with compare_module._threads(0, problem):
+            pass
