@@ -1,0 +1,142 @@
+"""R8 (FTRL for large linear models): the rule on fabricated results, the design, the translation to
+Keras's Ftrl, and R8's own runner on a small CTR-like problem (store, resume, Keras agreement)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import synthetic_mech as syn
+from optarena import problems
+from optarena.claims import r8_ftrl_large_linear as r8
+from optarena.claims.base import VERDICTS
+from optarena.store import Store
+from test_claim_m1 import quoted
+
+GOOD = {
+    "ftrl": {"val_loss": 0.526, "auc": 0.749, "nonzero": 2500.0},
+    "adagrad": {"val_loss": 0.527, "auc": 0.748, "nonzero": 29000.0},
+    "sklearn_sgd_l1": {"val_loss": 0.535, "auc": 0.740, "nonzero": 20000.0},
+    "keras_ftrl": {"val_loss": 0.526, "auc": 0.749, "nonzero": 2500.0},
+}
+
+
+def fabricated(metrics: dict, seeds=(1, 2, 3), keras_seeds=(1,), noise: float = 0.0005) -> dict:
+    rng = np.random.default_rng(0)
+    study = r8.study(True)
+    reruns = {}
+    for m in r8.METHODS:
+        reruns[m] = []
+        for s in (keras_seeds if m == "keras_ftrl" else seeds):
+            shift = noise * rng.standard_normal()
+            final = {**metrics[m], "val_loss": metrics[m]["val_loss"] + shift, "auc": metrics[m]["auc"] - shift,
+                     "n_train": 20000.0, "train_seconds": 0.1}
+            if m == "keras_ftrl":
+                final = {**reruns["ftrl"][list(seeds).index(s)].final, **{k: v for k, v in metrics[m].items() if k == "nonzero"}}
+                final["val_loss"] += metrics[m]["val_loss"] - metrics["ftrl"]["val_loss"]
+            reruns[m].append(syn.run(r8.PROBLEM, m, {"lr": 0.3}, s, study.steps, convention=r8.CONVENTIONS[m], final=final))
+    tuning = {m: [syn.run(r8.PROBLEM, m, hp, 0, study.steps, convention=r8.CONVENTIONS[m],
+                          final={"val_loss": 0.53 + 0.001 * i, "nonzero": 1000.0 * (i + 1), "auc": 0.74})
+                  for i, hp in enumerate(r8.GRIDS[m])] for m in r8.TUNED}
+    result = syn.tuned(study, reruns, {m: {"lr": 0.3} for m in r8.METHODS}, tuning)
+    return {study.name: result}
+
+
+def test_text_is_quoted_from_the_article():
+    quoted(r8.TEXT_ZH)
+
+
+def test_design_lists_the_tuning_grid_as_fixed_trials():
+    (s,) = r8.design(True)
+    assert s.name == "R8/sparse_ctr/quick" and s.problem == "sparse_ctr"
+    assert s.steps == r8.steps_for(20_000, 1) == 157
+    assert len(s.fixed) == 18 and {t.seed for t in s.fixed} == {0}
+    assert {(t.optimizer, t.convention) for t in s.fixed} == {("ftrl", "article"), ("adagrad", "article"),
+                                                                ("sklearn_sgd_l1", "sklearn")}
+    assert all(t.hparams["l1"] > 0 for t in s.fixed if t.optimizer == "ftrl")
+    assert all(len(r8.GRIDS[m]) == 6 for m in r8.TUNED)  # the same budget for each
+    (f,) = r8.design(False)
+    assert f.steps == r8.steps_for(100_000, 1) and f.name.endswith("/full")
+
+
+def test_keras_translation():
+    k = r8.keras_hparams({"lr": 0.3, "l1": 1.0, "l2": 0.5, "beta": 1.0})
+    assert k == {"learning_rate": 0.3, "learning_rate_power": -0.5, "initial_accumulator_value": 0.0,
+                 "l1_regularization_strength": 1.0, "l2_regularization_strength": 0.25, "beta": 1.0}
+
+
+@pytest.mark.parametrize("gap, auc, sparsity, keras, n, expected", [
+    ((-0.001, 0.002), (-0.002, 0.001), (0.08, 0.1), True, 3, "supported"),
+    ((0.02, 0.05), (-0.002, 0.001), (0.08, 0.1), True, 3, "contradicted"),
+    ((-0.001, 0.002), (0.01, 0.02), (0.08, 0.1), True, 3, "contradicted"),
+    ((-0.001, 0.002), (-0.002, 0.001), (0.6, 0.8), True, 3, "inconclusive"),  # not sparse
+    ((-0.001, 0.002), (-0.002, 0.001), (0.08, 0.1), False, 3, "inconclusive"),  # Keras disagrees
+    ((-0.001, 0.002), (-0.002, 0.001), (0.08, 0.1), None, 3, "inconclusive"),  # Keras not run
+    ((0.0, 0.02), (-0.002, 0.001), (0.08, 0.1), True, 3, "inconclusive"),
+    ((-0.001, 0.002), (-0.002, 0.001), (0.08, 0.1), True, 1, "inconclusive"),
+])
+def test_decide(gap, auc, sparsity, keras, n, expected):
+    assert r8.decide(gap, auc, sparsity, keras, n) == expected
+
+
+def test_verdict_supported():
+    v = r8.verdict(fabricated(GOOD))
+    assert v.verdict == "supported" and abs(v.effect) < 0.01
+    assert v.details["best_competitor_log_loss"] == "adagrad"
+    assert v.details["nonzero_ratio_ftrl_over_adagrad"]["ratio"] == pytest.approx(2500 / 29000)
+
+
+def test_verdict_contradicted_when_ftrl_loses_on_log_loss():
+    v = r8.verdict(fabricated({**GOOD, "ftrl": {**GOOD["ftrl"], "val_loss": 0.55}, "keras_ftrl": {**GOOD["keras_ftrl"], "val_loss": 0.55}}))
+    assert v.verdict == "contradicted" and v.ci95[0] > r8.MARGIN
+
+
+def test_verdict_inconclusive_when_keras_disagrees():
+    v = r8.verdict(fabricated({**GOOD, "keras_ftrl": {**GOOD["keras_ftrl"], "val_loss": 0.54}}))
+    assert v.verdict == "inconclusive" and "DISAGREES" in v.summary
+
+
+def test_verdict_fields_and_json():
+    res = fabricated(GOOD)
+    v = r8.verdict(res)
+    assert v.id == "R8" and v.rule == r8.RULE and v.problems == ["sparse_ctr"] and v.budget == 6 and v.seeds == 3
+    assert v.run_keys == res[r8.name(True)].run_keys()
+    assert [p.kind for p in v.plots] == ["bars", "bars", "bars", "curves"]
+    assert v.plots[0].categories == list(r8.METHODS)
+    json.dumps(v.as_dict())
+    assert r8.verdict({}).verdict == "inconclusive"
+
+
+def test_run_on_a_small_problem_stores_resumes_and_agrees_with_keras(monkeypatch):
+    try:
+        r8._keras()  # imports keras on the torch backend, as R8's runner does
+    except Exception as e:  # pragma: no cover - depends on the environment
+        pytest.skip(f"keras with the torch backend is not available: {e}")
+    small = problems.get("sparse_ctr", n_features=2**12, n_train=1500, n_val=500)
+    settings = {"n_train": 1000, "seeds": 2, "keras_seeds": 1}
+    store = Store()
+    counted = []
+    out = r8.run(store, True, progress=counted.append, problem=small, settings=settings)
+    (result,) = out.values()
+    assert result.study.name == "R8/sparse_ctr/quick"
+    assert len(store) == 18 + 3 * 2 + 1 and sum(counted) == len(store)
+    for m in r8.METHODS:
+        for r in result.tuned[m]:
+            assert r.status == "done", r.error
+            assert {"val_loss", "auc", "nonzero"} <= set(r.final) and r.final["n_train"] == 1000
+    ftrl, keras = result.tuned["ftrl"][0], result.tuned["keras_ftrl"][0]
+    assert keras.trial.hparams["learning_rate"] == result.best["ftrl"]["lr"]
+    assert keras.final["val_loss"] == pytest.approx(ftrl.final["val_loss"], rel=1e-5)
+    assert keras.final["nonzero"] == ftrl.final["nonzero"]
+    assert ftrl.final["nonzero"] < result.tuned["adagrad"][0].final["nonzero"]
+    v = r8.verdict(out)
+    assert v.verdict in VERDICTS and v.details["keras_agreement"]
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a stored run was trained again")
+
+    monkeypatch.setattr(r8, "train", no_training)
+    again = r8.run(store, True, problem=small, settings=settings)
+    assert again[result.study.name].run_keys() == result.run_keys()
