@@ -6,8 +6,20 @@ summed loss is every run's own gradient), then applies each rule to its contiguo
 Runs are sorted so that runs of one rule (optimizer, convention and boolean options) are contiguous;
 hyperparameters that differ between those runs become per-run tensors (see `optarena.rules.base`).
 
+Minibatches come from one generator per distinct seed, so runs that share a seed share their
+minibatches. The problem gets them stacked per run, (R, B, ...) (a stride-0 expand when all runs
+share one seed), or, if it sets ``accepts_grouped_batches = True``, once per distinct seed,
+(U, B, ...), with ``loss(params, batch, slot=slot)``: slot (R,) is each run's row of the batch, so
+the problem can compute what runs share (e.g. a linear layer on a shared input as one large matrix
+product) instead of gathering a copy of the input for every run.
+
+A run whose loss leaves the finite range or exceeds ``problem.loss_bound`` is marked diverged at that
+step and frozen: its parameters are held where they were, the others go on. Costs nothing until a
+run diverges (one host sync per step decides it).
+
 ``run(problem, trials)`` must give, for every run r, what ``run_sequential(problem, [trial_r])`` gives:
-the plain loop with ``optarena.optim`` that users write today (tested).
+the plain loop with ``optarena.optim`` that users write today (tested: to 1e-5; bitwise for a trial
+alone, and bitwise for the same trials in any order).
 """
 
 from __future__ import annotations
@@ -51,6 +63,7 @@ class _Group:
     rule: Rule
     per_param: dict[str, Rule]
     state: dict[str, dict[str, Tensor]]
+    views: dict[str, Tensor]
 
 
 def _rule_key(trial: Trial, resolved: dict) -> tuple:
@@ -143,35 +156,24 @@ def _run_stack(problem, trials, steps, device, trace, progress) -> list[RunResul
 
 def _train(problem, trials, resolved, steps, device, trace, progress) -> list[RunResult]:
     R = len(trials)
-    seeds = torch.tensor([t.seed for t in trials], dtype=torch.long)
-    params = {k: v.to(device).detach().requires_grad_(True) for k, v in problem.init_params(seeds).items()}
+    seeds = [t.seed for t in trials]
+    # Same storage as init_params returned (a user's problem finds its per-run buffers by it).
+    params = {k: v.to(device).detach().requires_grad_(True) for k, v in problem.init_params(torch.tensor(seeds)).items()}
     names = list(params)
+    leaves = [params[k] for k in names]
+    groups = _groups(trials, resolved, params, device)
+    sizes = [g.stop - g.start for g in groups]
+    batches = _Batches(problem, seeds, steps, device)
 
-    # Runs of one rule are contiguous (trials come sorted by rule key).
-    groups: list[_Group] = []
-    start = 0
-    for r in range(1, R + 1):
-        if r == R or _rule_key(trials[r], resolved[r]) != _rule_key(trials[start], resolved[start]):
-            rule = _stacked_rule(trials[start].optimizer, trials[start].convention, resolved[start:r], device)
-            views = {k: params[k].detach()[start:r] for k in names}
-            per_param = {k: rule.for_param(views[k]) for k in names}
-            state = {k: per_param[k].init_state(views[k]) for k in names}
-            groups.append(_Group(start, r, rule, per_param, state))
-            start = r
-    views = [{k: params[k].detach()[g.start:g.stop] for k in names} for g in groups]
-
-    # One batch stream per distinct seed; runs that share a seed share their minibatches.
-    unique_seeds = sorted(set(seeds.tolist()))
-    slot = torch.tensor([unique_seeds.index(s) for s in seeds.tolist()], device=device)
-    generators = [seed_generator(s, "batches") for s in unique_seeds]
-    shared = len(unique_seeds) == 1
-
-    points = eval_points(steps)
+    points = set(eval_points(steps))
     curve: dict[str, list[Tensor]] = defaultdict(list)
     curve_steps: list[int] = []
     traces: dict[str, list[Tensor]] = defaultdict(list)
+    keep_before = bool({"update_norm", "effective_step", "params"} & set(trace))
     alive = torch.ones(R, dtype=torch.bool, device=device)
     diverged_at = torch.full((R,), -1, dtype=torch.long)
+    frozen_rows: Tensor | None = None  # runs that diverged, held at their last parameters
+    frozen: dict[str, Tensor] = {}
     bound = problem.loss_bound
 
     def evaluate(step: int) -> None:
@@ -183,24 +185,27 @@ def _train(problem, trials, resolved, steps, device, trace, progress) -> list[Ru
 
     evaluate(0)
     for step in range(steps):
-        batch = _stack_batches([problem.batch(step, g) for g in generators], slot, shared, R, device)
-        losses = problem.loss(params, batch)
-        grads = torch.autograd.grad(losses.sum(), [params[k] for k in names])
-        grads = dict(zip(names, grads))
-        ok = torch.isfinite(losses) & (losses <= bound)
-        newly = alive & ~ok
-        if bool(newly.any()):
-            diverged_at[newly.cpu()] = step + 1
-            alive &= ok
-        if not bool(alive.all()):  # frozen runs get no update (their NaNs cannot reach other runs)
-            grads = {k: torch.where(alive.view((-1,) + (1,) * (g.ndim - 1)), g, torch.zeros((), dtype=g.dtype, device=device)) for k, g in grads.items()}
-        before = {k: params[k].detach().clone() for k in names} if {"update_norm", "effective_step", "params"} & set(trace) else None
+        batch, slot = batches(step)
+        losses = problem.loss(params, batch) if slot is None else problem.loss(params, batch, slot=slot)
+        grads = torch.autograd.grad(losses.sum(), leaves)
+        # One host sync per step: whether any (still live) run just left the finite, bounded range.
+        bad = torch.isfinite(losses).logical_and_(losses <= bound).logical_not_()
+        if frozen_rows is not None:
+            bad.logical_and_(alive)
+        if bool(bad.any()):
+            diverged_at[bad.cpu()] = step + 1
+            alive.logical_and_(bad.logical_not())
+            frozen_rows = torch.nonzero(~alive).flatten()
+            frozen = {k: params[k].detach()[frozen_rows].clone() for k in names}
+        before = {k: params[k].detach().clone() for k in names} if keep_before else None
         with torch.no_grad():
-            for g, v in zip(groups, views):
-                for k in names:
-                    g.per_param[k].apply_(v[k], grads[k][g.start:g.stop], g.state[k], step + 1)
+            for k, grad in zip(names, grads):
+                for g, grad_g in zip(groups, grad.split(sizes)):
+                    g.per_param[k].apply_(g.views[k], grad_g, g.state[k], step + 1)
+                if frozen_rows is not None:  # a diverged run is frozen: its NaNs cannot reach the others
+                    params[k].detach().index_copy_(0, frozen_rows, frozen[k])
         if trace:
-            _record(traces, trace, params, grads, before, losses, names)
+            _record(traces, trace, params, dict(zip(names, grads)), before, losses, names)
         if step + 1 in points:
             evaluate(step + 1)
         if progress is not None and (step + 1) % max(1, steps // 20) == 0:
@@ -209,17 +214,71 @@ def _train(problem, trials, resolved, steps, device, trace, progress) -> list[Ru
     return _results(trials, curve, curve_steps, traces, diverged_at, problem)
 
 
-def _stack_batches(batches: list, slot: Tensor, shared: bool, R: int, device) -> tuple | None:
-    if batches[0] is None:
-        return None
-    stacked = []
-    for parts in zip(*batches):
-        if shared:
-            t = parts[0].to(device).unsqueeze(0)
-            stacked.append(t.expand((R,) + t.shape[1:]))
-        else:
-            stacked.append(torch.stack([p.to(device) for p in parts])[slot])
-    return tuple(stacked)
+def _groups(trials, resolved, params, device) -> list[_Group]:
+    """One group per run of consecutive trials with the same rule key (trials come sorted by it)."""
+    keys = [_rule_key(t, h) for t, h in zip(trials, resolved)]
+    groups, start = [], 0
+    for stop in range(1, len(trials) + 1):
+        if stop < len(trials) and keys[stop] == keys[start]:
+            continue
+        rule = _stacked_rule(trials[start].optimizer, trials[start].convention, resolved[start:stop], device)
+        views = {k: p.detach()[start:stop] for k, p in params.items()}
+        per_param = {k: rule.for_param(v) for k, v in views.items()}
+        state = {k: per_param[k].init_state(v) for k, v in views.items()}
+        groups.append(_Group(start, stop, rule, per_param, state, views))
+        start = stop
+    return groups
+
+
+class _Batches:
+    """The minibatches of every step: one stream per distinct seed; runs that share a seed share them.
+
+    ``batches(step)`` returns (batch, slot). By default batch holds one minibatch per run along the
+    leading dimension (a stride-0 expand when every run has the same seed: nothing is copied) and
+    slot is None. A problem with ``accepts_grouped_batches = True`` instead gets one minibatch per
+    distinct seed, (U, B, ...), and slot (R,), each run's row of it. Batches are drawn `PREFETCH`
+    steps ahead and stacked (and spread over the runs) once per block, not once per step.
+    """
+
+    PREFETCH = 32
+
+    def __init__(self, problem: Problem, seeds: list[int], steps: int, device: torch.device) -> None:
+        self.problem, self.device, self.runs, self.steps = problem, device, len(seeds), steps
+        unique = sorted(set(seeds))
+        index = {s: i for i, s in enumerate(unique)}
+        slot = [index[s] for s in seeds]
+        self.generators = [seed_generator(s, "batches") for s in unique]
+        self.grouped = bool(getattr(problem, "accepts_grouped_batches", False))
+        self.slot = torch.tensor(slot, dtype=torch.long, device=device)
+        # Gather per run only when runs differ in seed and are not already one per seed in order.
+        self.spread = not self.grouped and len(unique) > 1 and slot != list(range(len(seeds)))
+        self.block: tuple[Tensor, ...] | None = None
+        self.block_start = 0
+
+    def __call__(self, step: int) -> tuple[tuple[Tensor, ...] | None, Tensor | None]:
+        if self.block is None or not self.block_start <= step < self.block_start + self.PREFETCH:
+            if not self._draw(step):
+                return None, None
+        i = step - self.block_start
+        batch = tuple(t[i] for t in self.block)
+        if self.grouped:
+            return batch, self.slot
+        if batch[0].shape[0] == 1 and self.runs > 1:  # one seed: the same minibatch for every run
+            batch = tuple(t.expand((self.runs,) + t.shape[1:]) for t in batch)
+        return batch, None
+
+    def _draw(self, start: int) -> bool:
+        """Batches of steps start .. start + PREFETCH - 1 (in step order per generator), as (steps, U or R, B, ...)."""
+        stop = min(start + self.PREFETCH, self.steps)
+        per_step = [[self.problem.batch(step, g) for g in self.generators] for step in range(start, stop)]
+        if per_step[0][0] is None:
+            return False
+        parts = len(per_step[0][0])
+        block = [torch.stack([torch.stack([b[j] for b in seeds]) for seeds in per_step]).to(self.device) for j in range(parts)]
+        if self.spread:
+            block = [t[:, self.slot] for t in block]
+        self.block, self.block_start = tuple(block), start
+        return True
 
 
 def _record(traces, trace, params, grads, before, losses, names) -> None:
@@ -244,6 +303,7 @@ def _record(traces, trace, params, grads, before, losses, names) -> None:
 
 
 def _results(trials, curve, curve_steps, traces, diverged_at, problem) -> list[RunResult]:
+    """Per-run results; a diverged run keeps its curve up to the last evaluation before divergence."""
     curves = {k: torch.stack(v, dim=1) for k, v in curve.items()}  # (R, n_points)
     trace_arrays = {k: torch.stack(v, dim=1) for k, v in traces.items()}
     results = []
@@ -257,8 +317,10 @@ def _results(trials, curve, curve_steps, traces, diverged_at, problem) -> list[R
             final = {k: float(v[r, -1]) for k, v in curves.items()}
             results.append(RunResult(t, "done", run_curve, final, trace=run_trace))
         else:
-            limit = d if "params" not in run_trace else d + 1
-            run_trace = {k: v[:limit] for k, v in run_trace.items()}
+            # Diverged at step d (its loss was bad, its update withheld): loss and gradient of steps
+            # 1..d, the d - 1 updates applied, and the d parameter vectors those losses were taken at.
+            limit = {"loss": d, "grad_norm": d, "update_norm": d - 1, "effective_step": d - 1, "params": d}
+            run_trace = {k: v[: limit[k]] for k, v in run_trace.items()}
             results.append(RunResult(t, "diverged", run_curve, _final_for_diverged(curves), diverged_at=d, trace=run_trace))
     return results
 
@@ -274,7 +336,7 @@ def run_sequential(problem: Problem, trials: Sequence[Trial], device: str | torc
         params = {k: v.to(device).detach().requires_grad_(True) for k, v in problem.init_params(torch.tensor([t.seed])).items()}
         opt = optim.create(t.optimizer, params.values(), t.convention, **t.hparams)
         generator = seed_generator(t.seed, "batches")
-        points = eval_points(t.steps)
+        points = set(eval_points(t.steps))
         curve: dict[str, list[float]] = defaultdict(list)
 
         def evaluate(step):
@@ -291,7 +353,8 @@ def run_sequential(problem: Problem, trials: Sequence[Trial], device: str | torc
                 batch = tuple(b.to(device).unsqueeze(0) for b in batch)
             opt.zero_grad()
             loss = problem.loss(params, batch).sum()
-            if not (math.isfinite(loss.item()) and loss.item() <= problem.loss_bound):
+            value = loss.item()
+            if not (math.isfinite(value) and value <= problem.loss_bound):
                 status, diverged = "diverged", step + 1
                 break
             loss.backward()

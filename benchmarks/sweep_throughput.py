@@ -1,0 +1,190 @@
+"""Sweep throughput: the same trials as a plain sequential loop and through the batched engine.
+
+Two workloads (issue 6), each 8 optimizers x 10 learning rates x 5 seeds = 400 trials, 300 steps,
+minibatches of 64, article convention:
+
+- ``logreg``: breast_cancer_logreg (31 weights). Per-step Python overhead dominates the loop.
+- ``mlp``: digits_mlp 64-64-10 (4,810 weights). Compute matters.
+
+Optimizers: sgd, momentum, adagrad, rmsprop, adam, adadelta, nadam, adamw (ftrl is left out: it is
+the sparse-feature optimizer and its article form assumes a zero start, which the MLP does not have).
+Learning rates: each optimizer's article default x 10^k for 10 k evenly spaced in [-2, 0.5], the
+range where these problems train stably. (Above it the adaptive methods are chaotic on the MLP: a
+1-ulp change in one step, e.g. a per-run tensor learning rate instead of a Python float, grows to a
+difference of 0.1 in final loss, so a final-loss comparison there measures chaos, not the engine.)
+
+(a) the loop: ``engine.run_sequential``, one trial after another with ``optarena.optim``, the
+    problem's own loss at one run, evaluated at the same points: what users write today, and the
+    reference the engine is tested against. ``--loop-sample K`` times it on K trials drawn at random
+    (seeded) and extrapolates runs/s; the final-loss difference covers exactly those K trials.
+(b) the engine: ``engine.run`` on all trials at once.
+
+Both run in this process, one after the other, with the same torch thread count (``--threads``,
+default 1: on a small shared machine more threads slow small ops down, the loop's most). The engine
+is timed twice, before and after the loop, and the mean is used, so slow drifts in machine load
+affect both sides alike. For mlp the engine's matrix-multiply FLOPs (forward and backward of every
+training step, forward of every evaluation over both splits) per second are reported as a fraction
+of the float32 peak of a 2048 x 2048 ``torch.mm`` timed in the same run.
+
+The last two lines are exactly:
+    sweep speedup logreg: <ratio>x (engine <a> runs/s, loop <b> runs/s, max final-loss diff <d>)
+    sweep speedup mlp: <ratio>x (engine <a> runs/s, loop <b> runs/s, max final-loss diff <d>, <f>% of matmul peak)
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from optarena import engine, problems, rules
+from optarena.trial import RunResult, Trial
+
+OPTIMIZERS = ("sgd", "momentum", "adagrad", "rmsprop", "adam", "adadelta", "nadam", "adamw")
+LR_EXPONENTS = np.linspace(-2.0, 0.5, 10)
+SEEDS = 5
+WORKLOADS = {"logreg": "breast_cancer_logreg", "mlp": "digits_mlp"}
+FINAL_LOSSES = ("train_loss", "val_loss")
+
+
+def sweep_trials(problem: str, steps: int, n: int | None = None) -> list[Trial]:
+    """The 400 trials of a workload (optimizer x learning rate x seed), or `n` of them spread evenly."""
+    trials = []
+    for optimizer in OPTIMIZERS:
+        default_lr = rules.defaults(optimizer, "article")["lr"]
+        for k in LR_EXPONENTS:
+            for seed in range(SEEDS):
+                trials.append(Trial(problem, optimizer, "article", {"lr": float(default_lr * 10.0**k)}, seed, steps))
+    if n is not None and n < len(trials):
+        trials = [trials[i * len(trials) // n] for i in range(n)]
+    return trials
+
+
+def matmul_peak_gflops(size: int = 2048, reps: int = 5) -> float:
+    """float32 GFLOP/s of a large square torch.mm: best of `reps`, after a warm-up."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.mm(a, b)
+    best = math.inf
+    for _ in range(reps):
+        started = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - started)
+    return 2 * size**3 / best / 1e9
+
+
+def mlp_matmul_flops(problem, trials: list[Trial]) -> float:
+    """Matrix-multiply FLOPs the engine does for these digits_mlp trials.
+
+    Per training example: forward 2(in*h + h*C); backward dW1 2*in*h, dW2 2*h*C, dh 2*h*C (no
+    gradient for the input). Per evaluated example (both splits, every evaluation point): forward.
+    """
+    n_in, h, n_out = problem.n_inputs, problem.hidden, problem.n_classes
+    forward = 2 * (n_in * h + h * n_out)
+    train = forward + 2 * n_in * h + 4 * h * n_out
+    total = 0.0
+    for t in trials:
+        evaluations = len(engine.eval_points(t.steps))
+        total += t.steps * problem.batch_size * train + evaluations * (problem.n_train + problem.n_val) * forward
+    return total
+
+
+def final_loss_diff(loop: list[RunResult], batched: list[RunResult]) -> float:
+    """Largest |loop - engine| over the final train and held-out losses; inf if a status differs."""
+    worst = 0.0
+    for a, b in zip(loop, batched):
+        assert a.trial == b.trial
+        if a.status != b.status:
+            return math.inf
+        if a.status == "done":
+            worst = max(worst, *(abs(a.final[k] - b.final[k]) for k in FINAL_LOSSES))
+    return worst
+
+
+@dataclass
+class Outcome:
+    engine_rps: float
+    loop_rps: float
+    diff: float
+    statuses: dict[str, int]
+
+    @property
+    def speedup(self) -> float:
+        return self.engine_rps / self.loop_rps
+
+
+def measure(problem_name: str, n_trials: int | None, steps: int, loop_sample: int | None, rng: random.Random) -> tuple[Outcome, list[Trial], object, float]:
+    problem = problems.get(problem_name, batch_size=64)
+    trials = sweep_trials(problem_name, steps, n_trials)
+    sample = trials if loop_sample is None or loop_sample >= len(trials) else rng.sample(trials, loop_sample)
+    index = {t.run_key: i for i, t in enumerate(trials)}
+
+    engine.run(problem, trials[:8])  # warm-up (allocator, lazy initialisation), both ways
+    engine.run_sequential(problem, trials[:1])
+
+    started = time.perf_counter()
+    batched = engine.run(problem, trials)
+    engine_seconds = [time.perf_counter() - started]
+
+    started = time.perf_counter()
+    loop = engine.run_sequential(problem, sample)
+    loop_seconds = time.perf_counter() - started
+
+    started = time.perf_counter()
+    engine.run(problem, trials)
+    engine_seconds.append(time.perf_counter() - started)
+
+    engine_time = sum(engine_seconds) / len(engine_seconds)
+    statuses: dict[str, int] = {}
+    for r in batched:
+        statuses[r.status] = statuses.get(r.status, 0) + 1
+    diff = final_loss_diff(loop, [batched[index[t.run_key]] for t in sample])
+    outcome = Outcome(len(trials) / engine_time, len(sample) / loop_seconds, diff, statuses)
+    print(
+        f"{problem_name}: {len(trials)} trials x {steps} steps; engine {engine_time:.2f} s "
+        f"(runs {', '.join(f'{s:.2f}' for s in engine_seconds)} s), statuses {statuses}; loop "
+        f"{loop_seconds:.2f} s on {len(sample)} trials"
+        + (" (a seeded random sample; loop runs/s extrapolated from it)" if len(sample) < len(trials) else "")
+    )
+    return outcome, trials, problem, engine_time
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--trials", type=int, default=None, help="trials per workload (default: all 400)")
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--loop-sample", type=int, default=None, help="time the loop on K random trials")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads, both ways (default 1)")
+    parser.add_argument("--tiny", action="store_true", help="8 trials x 10 steps: a smoke test in seconds")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the loop sample")
+    args = parser.parse_args(argv)
+    if args.tiny:
+        args.trials, args.steps = 8, 10
+    torch.set_num_threads(args.threads)
+    rng = random.Random(args.seed)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s) both ways")
+    print(f"optimizers {', '.join(OPTIMIZERS)}; lr = article default x 10^k, k in "
+          f"[{LR_EXPONENTS[0]}, {LR_EXPONENTS[-1]}] (10 values); seeds 0..{SEEDS - 1}; batch 64")
+
+    lines = []
+    for workload, problem_name in WORKLOADS.items():
+        outcome, trials, problem, engine_time = measure(problem_name, args.trials, args.steps, args.loop_sample, rng)
+        line = (f"sweep speedup {workload}: {outcome.speedup:.1f}x (engine {outcome.engine_rps:.1f} runs/s, "
+                f"loop {outcome.loop_rps:.2f} runs/s, max final-loss diff {outcome.diff:.1e}")
+        if workload == "mlp":
+            peak = matmul_peak_gflops()  # right after the engine runs it is compared with
+            print(f"float32 matmul peak (2048 x 2048 torch.mm, best of 5): {peak:.1f} GFLOP/s")
+            achieved = mlp_matmul_flops(problem, trials) / engine_time / 1e9
+            print(f"mlp: engine matmul throughput {achieved:.1f} GFLOP/s = {100 * achieved / peak:.1f}% of peak")
+            line += f", {100 * achieved / peak:.1f}% of matmul peak"
+        lines.append(line + ")")
+    for line in lines:
+        print(line)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""benchmarks/sweep_throughput.py runs on a tiny sweep and ends with the two lines issue 6 specifies."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).parents[1] / "benchmarks" / "sweep_throughput.py"
+NUMBER = r"(\d+(?:\.\d+)?(?:e[-+]?\d+)?)"
+LOGREG = re.compile(rf"sweep speedup logreg: {NUMBER}x \(engine {NUMBER} runs/s, loop {NUMBER} runs/s, max final-loss diff {NUMBER}\)")
+MLP = re.compile(rf"sweep speedup mlp: {NUMBER}x \(engine {NUMBER} runs/s, loop {NUMBER} runs/s, max final-loss diff {NUMBER}, {NUMBER}% of matmul peak\)")
+
+
+def test_sweep_throughput_tiny_prints_the_two_result_lines():
+    done = subprocess.run([sys.executable, str(SCRIPT), "--tiny"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    *_, logreg_line, mlp_line = done.stdout.strip().splitlines()
+    logreg, mlp = LOGREG.fullmatch(logreg_line), MLP.fullmatch(mlp_line)
+    assert logreg, logreg_line
+    assert mlp, mlp_line
+    for match in (logreg, mlp):
+        ratio, engine_rps, loop_rps, diff = map(float, match.groups()[:4])
+        assert engine_rps > 0 and loop_rps > 0
+        assert abs(ratio - engine_rps / loop_rps) <= 0.05 * ratio + 0.1
+        assert diff <= 1e-4  # the engine reproduces the loop
+    assert 0 < float(mlp.group(5)) <= 100
+
+
+def test_step_speed_prints_a_row_per_problem():
+    script = SCRIPT.with_name("step_speed.py")
+    done = subprocess.run([sys.executable, str(script), "--steps", "3", "--problems", "rosenbrock,breast_cancer_logreg"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| ") and "---" not in line]
+    assert [r.split("|")[1].strip() for r in rows[1:]] == ["rosenbrock", "breast_cancer_logreg"]
+    assert rows[1].split("|")[2].strip() == "2" and rows[2].split("|")[2].strip() == "31"
