@@ -29,8 +29,10 @@ def mlp(x: Tensor, layers: Sequence[tuple[Tensor, Tensor]], activation: Callable
 def cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
     """Per-example softmax cross-entropy: logits (R, B, C), labels (R, B) or (B,) -> (R, B)."""
     runs, batch, classes = logits.shape
-    labels = labels.expand(runs, batch).reshape(-1)
-    return F.cross_entropy(logits.reshape(-1, classes), labels, reduction="none").view(runs, batch)
+    # Class axis first: log_softmax over a leading axis of C rows is ~7x faster on CPU (fwd + bwd)
+    # than F.cross_entropy over R*B rows of C = 10 classes each.
+    log_p = logits.permute(2, 0, 1).log_softmax(0)
+    return -log_p.gather(0, labels.expand(runs, batch).unsqueeze(0)).squeeze(0)
 
 
 def class_correct(logits: Tensor, labels: Tensor) -> Tensor:

@@ -11,9 +11,13 @@ so one engine loop serves them all:
   deterministic problems. The engine stacks one batch per run along a new leading dimension R
   (runs that share a seed share their minibatch) before calling ``loss``.
 - ``loss(params, batch) -> Tensor[R]``: mean training loss of each run on its minibatch; ``batch``
-  is the stacked tuple (each tensor (R, B, ...)) or None.
-- ``evaluate(params) -> dict[str, Tensor[R]]``: at least "train_loss" and "val_loss" (the full
-  training split and the held-out split); "val_accuracy" where it applies.
+  is the stacked tuple (each tensor (R, B, ...)) or None. A problem that sets
+  ``accepts_grouped_batches = True`` is instead called as ``loss(params, batch, slot=slot)`` with one
+  minibatch per distinct seed (each tensor (U, B, ...)) and ``slot`` (R,), each run's row of it, so
+  runs that share a seed can share work (e.g. one matrix product for all of them).
+  Batch tensors are made on the CPU; ``loss`` moves them to the problem's device.
+- ``evaluate(params) -> dict[str, Tensor[R]]``: at least "train_loss" and "val_loss" (the training
+  split, or a fixed subset of it, and the whole held-out split); "val_accuracy" where it applies.
 - ``loss_bound``: a loss above this (or non-finite) marks a run diverged.
 - ``default_steps``, ``batch_size``: sensible defaults for studies.
 """

@@ -166,6 +166,12 @@ class BreastCancerLogreg(SupervisedProblem):
         """Logits (R, B) from features (R, B, 31)."""
         return torch.bmm(x, params["w"].unsqueeze(-1)).squeeze(-1)
 
+    def forward_grouped(self, params: dict[str, Tensor], x: Tensor, slot: Tensor) -> Tensor:
+        """One matrix product of every seed's batch with every run's weights, (U*B, 31) @ (31, R),
+        then each run's own seed: far cheaper than R copies of the inputs when U is small."""
+        every = (x.reshape(-1, x.shape[-1]) @ params["w"].T).view(x.shape[0], x.shape[1], -1)
+        return every[slot, :, torch.arange(len(slot), device=slot.device)]
+
 
 class MnistCNN(SupervisedProblem):
     """MNIST-5000, a small CNN: conv 8@3x3 - ReLU - maxpool 2 - conv 16@3x3 - ReLU - maxpool 2 - linear 10.
