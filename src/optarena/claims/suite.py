@@ -1,0 +1,257 @@
+"""The shared tuned comparison behind claims R1, R4, R5, R6 (and, on the deep problems, R7).
+
+One `Study` per problem: the seven optimizers the article names, in the article's convention, each
+given the same grid of `budget` learning rates over `tuning.LR_RANGE` (seed 0, selection on
+held-out loss), then the chosen learning rate and the untuned defaults rerun on seeds 1..S.
+
+    quick: noisy_quadratic, breast_cancer_logreg, digits_mlp; 12 lrs, 3 seeds
+    full:  quadratic_deepobs, noisy_quadratic, breast_cancer_logreg, digits_mlp, mnist_mlp;
+           36 lrs from 1e-5 to 1e2 (DeepOBS), 10 seeds
+    both modes train for each problem's default number of steps (short runs would favour the
+    optimizers whose defaults take large steps, which would bias R5).
+
+Study names are shared keys ("tuned/<problem>/<quick|full>"): the claims runner executes each name
+once, so every claim that uses the comparison gets the same `Study` objects from here.
+
+Left out of full mode: rosenbrock (its minimum is 0, so a relative margin and Dolan-Moré ratios
+degenerate), and mnist_cnn (its 21 evaluations per run alone would take the 392 runs of a full study
+past the full-mode time budget of ~35 min on 2 CPU cores).
+
+The helpers below turn runs into the numbers the claims compare. A diverged (or failed) run scores
+the held-out loss it started from, i.e. it counts as a run that did not train: finite, so that means
+and intervals stay defined, and never better than training. Where a run has no curve at all (it
+failed before its first evaluation) it scores the worst starting loss of its study.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+
+from optarena import stats
+from optarena.claims.base import Series
+from optarena.study import Study, StudyResult, objective
+from optarena.trial import RunResult
+
+OPTIMIZERS = ("sgd", "momentum", "adagrad", "rmsprop", "adam", "adadelta", "nadam")
+CONVENTION = "article"
+
+QUICK_PROBLEMS = ("noisy_quadratic", "breast_cancer_logreg", "digits_mlp")
+FULL_PROBLEMS = ("quadratic_deepobs", "noisy_quadratic", "breast_cancer_logreg", "digits_mlp", "mnist_mlp")
+QUICK_BUDGET, QUICK_SEEDS = 12, 3
+FULL_BUDGET, FULL_SEEDS = 36, 10
+
+# Claim R7 (deep networks). A deep-network run costs far more than the small problems' (the engine
+# evaluates it ~21 times on all 5,000 MNIST rows), so quick mode runs Adam and Nadam only, for 100
+# steps, tuned over three learning rates around their defaults (and untuned); full mode runs the
+# DeepOBS grid with momentum and RMSprop as references on both deep problems, for 300 steps (all
+# seven optimizers would not fit the ~35 min full-mode budget on 2 cores).
+DEEP_PROBLEMS = ("deep_mlp", "residual_mlp")
+DEEP_QUICK_OPTIMIZERS = ("adam", "nadam")
+DEEP_FULL_OPTIMIZERS = ("momentum", "rmsprop", "adam", "nadam")
+DEEP_QUICK_BUDGET, DEEP_QUICK_SEEDS, DEEP_QUICK_STEPS = 3, 3, 300
+DEEP_QUICK_LR_RANGE = (1e-4, 1e-2)
+DEEP_FULL_STEPS = 300
+
+MIN_SEEDS = 3
+"""Fewer reruns than this per optimizer and a comparison over seeds is called inconclusive: with two
+seeds a bootstrap interval is just the two values."""
+
+N_RESAMPLES = 4000
+
+
+def mode(quick: bool) -> str:
+    return "quick" if quick else "full"
+
+
+def study_name(kind: str, problem: str, quick: bool) -> str:
+    return f"{kind}/{problem}/{mode(quick)}"
+
+
+@functools.lru_cache(maxsize=4)
+def tuned_studies(quick: bool) -> tuple[Study, ...]:
+    """The shared comparison: one Study per problem (the same objects on every call)."""
+    if quick:
+        return tuple(
+            Study(study_name("tuned", p, True), p, OPTIMIZERS, CONVENTION, QUICK_BUDGET, QUICK_SEEDS)
+            for p in QUICK_PROBLEMS
+        )
+    return tuple(Study(study_name("tuned", p, False), p, OPTIMIZERS, CONVENTION, FULL_BUDGET, FULL_SEEDS) for p in FULL_PROBLEMS)
+
+
+@functools.lru_cache(maxsize=4)
+def deep_studies(quick: bool) -> tuple[Study, ...]:
+    """Claim R7's studies on the deep networks."""
+    if quick:
+        return tuple(
+            Study(study_name("deep", p, True), p, DEEP_QUICK_OPTIMIZERS, CONVENTION, DEEP_QUICK_BUDGET,
+                  DEEP_QUICK_SEEDS, DEEP_QUICK_STEPS, lr_range=DEEP_QUICK_LR_RANGE)
+            for p in DEEP_PROBLEMS
+        )
+    return tuple(
+        Study(study_name("deep", p, False), p, DEEP_FULL_OPTIMIZERS, CONVENTION, FULL_BUDGET, FULL_SEEDS, DEEP_FULL_STEPS)
+        for p in DEEP_PROBLEMS
+    )
+
+
+def select(results: Mapping[str, StudyResult], kind: str) -> dict[str, StudyResult]:
+    """{problem: result} of the `kind` ("tuned" or "deep") studies in `results`, full mode when present."""
+    found: dict[str, dict[str, StudyResult]] = {"full": {}, "quick": {}}
+    for name, result in results.items():
+        parts = name.split("/")
+        if len(parts) == 3 and parts[0] == kind and parts[2] in found:
+            found[parts[2]][parts[1]] = result
+    return found["full"] or found["quick"]
+
+
+def run_keys(results: Mapping[str, StudyResult]) -> list[str]:
+    return sorted({k for r in results.values() for k in r.run_keys()})
+
+
+# -- losses -----------------------------------------------------------------------------------------
+
+
+def start_loss(run: RunResult, metric: str = "val_loss") -> float:
+    values = run.curve.get(metric) or []
+    return float(values[0]) if values and math.isfinite(values[0]) else math.inf
+
+
+def scored_loss(run: RunResult, fallback: float = math.inf, metric: str = "val_loss") -> float:
+    """Held-out loss; a diverged or failed run scores its starting loss (else `fallback`)."""
+    value = objective(run, metric)
+    if math.isfinite(value):
+        return value
+    start = start_loss(run, metric)
+    return start if math.isfinite(start) else fallback
+
+
+def study_fallback(result: StudyResult) -> float:
+    starts = [start_loss(r) for r in result.runs()]
+    finite = [s for s in starts if math.isfinite(s)]
+    return max(finite) if finite else math.inf
+
+
+def seed_losses(result: StudyResult, optimizer: str, group: str) -> np.ndarray:
+    """Scored held-out losses of the reruns ("tuned" or "defaults") of `optimizer`, in seed order."""
+    runs = sorted(getattr(result, group).get(optimizer, []), key=lambda r: r.trial.seed)
+    fallback = study_fallback(result)
+    return np.array([scored_loss(r, fallback) for r in runs], dtype=float)
+
+
+def log_losses(values: np.ndarray) -> np.ndarray:
+    """ln(loss); losses are held-out losses (> 0), floored at 1e-300 so a perfect 0 stays finite."""
+    return np.log(np.maximum(values, 1e-300))
+
+
+def n_seeds(results: Mapping[str, StudyResult], optimizers: Sequence[str] | None, group: str) -> int:
+    """The number of seeds every optimizer (default: each study's own) has in every result: the usable
+    paired sample size."""
+    counts = [len(getattr(r, group).get(o, [])) for r in results.values()
+              for o in (r.study.optimizers if optimizers is None else optimizers)]
+    return min(counts) if counts else 0
+
+
+def percent(log_ratio: float) -> float:
+    """A mean log ratio as a percentage: 100 (e^d - 1)."""
+    return 100.0 * math.expm1(log_ratio) if math.isfinite(log_ratio) else math.nan
+
+
+def paired_log_ratio(a: np.ndarray, b: np.ndarray, confidence: float = 0.95) -> dict:
+    """Mean over seeds of ln(a_s / b_s) with its bootstrap interval (pairs share a seed)."""
+    n = min(len(a), len(b))
+    if n == 0:
+        return {"mean": math.nan, "ci": (math.nan, math.nan), "ci95": (math.nan, math.nan), "n": 0}
+    out = stats.paired_difference(log_losses(a[:n]), log_losses(b[:n]), confidence=confidence, n_resamples=N_RESAMPLES)
+    return {"mean": out["mean"], "ci": tuple(out["ci"]), "ci95": tuple(out["ci95"]), "n": out["n"]}
+
+
+def seed_bootstrap(statistic: Callable[[np.ndarray], np.ndarray], n: int) -> tuple[float, float]:
+    """95% percentile interval of a statistic of the n seeds when they are resampled together (the
+    same seed draw on every problem and for every optimizer, which keeps the pairing by seed).
+
+    `statistic(idx)` takes seed indices of shape (B, n) and returns one value per row, shape (B,).
+    """
+    if n < 1:
+        return math.nan, math.nan
+
+    def on_rows(samples: np.ndarray, axis: int = -1) -> np.ndarray:
+        return statistic(np.atleast_2d(samples).astype(int))
+
+    return stats.bootstrap_ci(np.arange(n, dtype=float), on_rows, n_resamples=N_RESAMPLES)
+
+
+def mean_over_seeds(values: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """values (..., n) resampled along the seed axis with idx (B, n): means of shape (..., B)."""
+    return values[..., idx].mean(axis=-1)
+
+
+# -- learning-rate sensitivity ----------------------------------------------------------------------
+
+
+def sensitivity(result: StudyResult, optimizer: str) -> tuple[np.ndarray, np.ndarray]:
+    """(lrs, held-out losses) of the tuning grid (seed 0), sorted by lr; diverged runs are inf."""
+    runs = [r for r in result.tuning.get(optimizer, []) if "lr" in r.trial.hparams]
+    runs.sort(key=lambda r: r.trial.hparams["lr"])
+    return (np.array([r.trial.hparams["lr"] for r in runs], dtype=float),
+            np.array([objective(r) for r in runs], dtype=float))
+
+
+def lr_width(result: StudyResult, optimizer: str, margin: float) -> float:
+    """Decades of lr whose held-out loss lies within `margin` (relative) of the optimizer's best."""
+    lrs, losses = sensitivity(result, optimizer)
+    if lrs.size < 2:
+        return math.nan
+    # Rounded: the width is a sum of grid cells, and float noise (1e-16) must not make widths differ.
+    return round(stats.good_lr_width(lrs, losses, margin=margin, relative=True), 9)
+
+
+def sensitivity_series(result: StudyResult, optimizers: Sequence[str]) -> list[Series]:
+    out = []
+    for o in optimizers:
+        lrs, losses = sensitivity(result, o)
+        if lrs.size:
+            out.append(Series(o, lrs.tolist(), [v if math.isfinite(v) else math.nan for v in losses]))
+    return out
+
+
+# -- curves and bars --------------------------------------------------------------------------------
+
+
+def curve_series(label: str, runs: Sequence[RunResult], metric: str = "val_loss") -> Series | None:
+    """Mean curve over seeds with a 95% bootstrap band; a diverged run leaves the curve where it stopped."""
+    curves = [(r.curve.get("step") or [], r.curve.get(metric) or []) for r in runs]
+    curves = [(s, v) for s, v in curves if s and v]
+    if not curves:
+        return None
+    steps = max((s for s, _ in curves), key=len)
+    x, y, lo, hi = [], [], [], []
+    for i, step in enumerate(steps):
+        values = [v[i] for _, v in curves if i < len(v) and math.isfinite(v[i])]
+        if not values:
+            continue
+        low, high = stats.bootstrap_ci(values, n_resamples=1000)
+        x.append(float(step))
+        y.append(float(np.mean(values)))
+        lo.append(low)
+        hi.append(high)
+    return Series(label, x, y, lo, hi)
+
+
+def mean_with_ci(values: np.ndarray) -> tuple[float, float, float]:
+    if values.size == 0:
+        return math.nan, math.nan, math.nan
+    mean, low, high = stats.mean_ci(values, n_resamples=N_RESAMPLES)
+    return mean, low, high
+
+
+def bars(label: str, values: Sequence[np.ndarray]) -> Series:
+    """One bar per category (mean over seeds with its 95% bootstrap interval)."""
+    cells = [mean_with_ci(v) for v in values]
+    return Series(label, list(range(len(cells))), [c[0] for c in cells], [c[1] for c in cells], [c[2] for c in cells])
+
+
+def finite_or_nan(x: float) -> float:
+    return float(x) if x is not None and math.isfinite(x) else math.nan

@@ -1,0 +1,109 @@
+"""R7 (Nadam does well on deep networks): Nadam vs Adam on fabricated deep-network reruns, and the
+deep studies' design."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+
+import synthetic_tuned as syn
+from optarena import problems, tuning
+from optarena.claims import r7_nadam_deep as r7
+from optarena.claims import suite
+
+
+def results(ratio: float, jitter: float, n: int = 6, references: dict[str, float] | None = None, quick: bool = True) -> dict:
+    """On both deep problems, tuned and untuned: Nadam's loss = ratio * Adam's, seed by seed."""
+    out = {}
+    for i, problem in enumerate(suite.DEEP_PROBLEMS):
+        adam_t, nadam_t = syn.paired(0.3, ratio, 0.2, n, seed=i, jitter=jitter)
+        adam_d, nadam_d = syn.paired(0.4, ratio, 0.2, n, seed=10 + i, jitter=jitter)
+        tuned = {"adam": adam_t, "nadam": nadam_t} | {o: [v] * n for o, v in (references or {}).items()}
+        defaults = {"adam": adam_d, "nadam": nadam_d} | {o: [v] * n for o, v in (references or {}).items()}
+        name = suite.study_name("deep", problem, quick)
+        out[name] = syn.study_result(name, problem, tuning={o: [1.0] * 3 for o in tuned}, lrs=[1e-4, 1e-3, 1e-2],
+                                     tuned=tuned, defaults=defaults)
+    return out
+
+
+def test_decide():
+    same, worse, better, unclear = (-0.02, 0.03), (0.1, 0.3), (-0.3, -0.1), (-0.2, 0.2)
+    assert r7.decide([same, better, same, same], 5) == "supported"
+    assert r7.decide([worse, worse, worse, same], 5) == "contradicted"
+    assert r7.decide([worse, same, same, same], 5) == "inconclusive"  # worse somewhere
+    assert r7.decide([unclear] * 4, 5) == "inconclusive"  # no difference shown is not "as good"
+    assert r7.decide([same] * 4, 5, beats_references=[True, False]) == "inconclusive"
+    assert r7.decide([same] * 4, 5, beats_references=[True, True]) == "supported"
+    assert r7.decide([same] * 4, 2) == "inconclusive"
+
+
+def test_nadam_as_good_as_adam_supports():
+    v = r7.verdict(results(0.97, jitter=0.01))
+    assert v.verdict == "supported"
+    assert v.effect == pytest.approx(-3, abs=1) and v.ci95[0] <= v.effect <= v.ci95[1]
+    assert len(v.details["cells"]) == 4
+
+
+def test_nadam_worse_contradicts():
+    v = r7.verdict(results(1.3, jitter=0.02))
+    assert v.verdict == "contradicted"
+    assert v.effect > 20 and v.ci95[0] > 0
+
+
+def test_noise_swamps_the_difference():
+    assert r7.verdict(results(1.0, jitter=0.5)).verdict == "inconclusive"
+
+
+def test_references_must_be_beaten_when_they_ran():
+    strong = r7.verdict(results(0.97, jitter=0.01, references={"momentum": 0.1, "rmsprop": 0.1}, quick=False))
+    weak = r7.verdict(results(0.97, jitter=0.01, references={"momentum": 1.0, "rmsprop": 2.0}, quick=False))
+    assert strong.verdict == "inconclusive" and weak.verdict == "supported"
+
+
+def test_verdict_fields_and_plots():
+    v = r7.verdict(results(0.97, jitter=0.01))
+    assert v.id == "R7" and v.rule == r7.RULE and v.effect_name
+    assert v.problems == list(suite.DEEP_PROBLEMS) and v.budget == 3 and v.seeds == 6 and v.run_keys
+    assert {p.kind for p in v.plots} == {"curves", "bars"}
+    bands = [s for p in v.plots if p.kind == "curves" for s in p.series]
+    assert bands and all(s.lo is not None and s.hi is not None for s in bands)
+
+
+def test_tuned_cells_alone_still_decide():
+    """Quick mode runs no untuned reruns: the verdict rests on the tuned cells."""
+    out = results(1.3, jitter=0.02)
+    for r in out.values():
+        r.defaults.clear()
+    v = r7.verdict(out)
+    assert v.verdict == "contradicted" and set(v.details["cells"]) == {f"{p} tuned" for p in suite.DEEP_PROBLEMS}
+
+
+def test_ignores_the_shared_tuned_studies():
+    name = suite.study_name("tuned", "digits_mlp", True)
+    other = {name: syn.study_result(name, "digits_mlp", tuned={"adam": [1.0] * 5, "nadam": [0.1] * 5})}
+    assert r7.verdict(other).problems == []
+
+
+@pytest.mark.parametrize("quick", [True, False])
+def test_design_meets_the_protocol(quick):
+    studies = r7.design(quick)
+    assert studies and all({"adam", "nadam"} <= set(s.optimizers) for s in studies)
+    assert all(s.problem in suite.DEEP_PROBLEMS and s.problem in problems.names() for s in studies)
+    assert all(s.budget >= 1 for s in studies)
+    if quick:
+        assert all(s.seeds >= suite.MIN_SEEDS for s in studies)
+        return
+    assert all(s.defaults for s in studies)  # tuned and untuned
+    assert [s.problem for s in studies] == ["deep_mlp", "residual_mlp"]
+    for s in studies:
+        lrs = sorted({p["lr"] for p in tuning.grid(tuning.space("adam", s.extra, s.lr_range), s.budget)})
+        assert len(lrs) >= 36 and s.seeds >= 10
+        assert lrs[0] == pytest.approx(1e-5) and lrs[-1] == pytest.approx(1e2)
+
+
+def test_deep_problems_are_deep():
+    # The suite builds them with their defaults (study.load_problem): read those without loading MNIST.
+    depth = inspect.signature(problems.PROBLEMS["deep_mlp"]).parameters["depth"].default
+    blocks = inspect.signature(problems.PROBLEMS["residual_mlp"]).parameters["blocks"].default
+    assert depth >= 8 and blocks >= 16
