@@ -23,6 +23,19 @@ from typing import Any
 VERDICTS = ("supported", "contradicted", "inconclusive")
 
 
+def mode(quick: bool) -> str:
+    """The word in study names: "quick" or "full"."""
+    return "quick" if quick else "full"
+
+
+def find_study(results: dict, names) -> Any:
+    """The first of `names` present in `results` (e.g. full mode's study before quick mode's), or None."""
+    for n in names:
+        if n in results:
+            return results[n]
+    return None
+
+
 @dataclass
 class Series:
     """One line (or band, or 2-D path) of a plot. ``lo``/``hi`` give an interval band when present."""

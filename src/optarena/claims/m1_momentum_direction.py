@@ -14,7 +14,7 @@ import numpy as np
 
 from optarena import problems, stats
 from optarena.claims import trajectories
-from optarena.claims.base import Plot, Series, Verdict
+from optarena.claims.base import Plot, Series, Verdict, mode
 from optarena.claims.m2_adagrad_decay import finite_mean
 from optarena.study import Study, StudyResult
 from optarena.trial import RunResult, Trial
@@ -51,12 +51,8 @@ RULE = (
 )
 
 
-def _mode(quick: bool) -> str:
-    return "quick" if quick else "full"
-
-
 def name(quick: bool) -> str:
-    return f"{ID}/{PROBLEM}/{_mode(quick)}"
+    return f"{ID}/{PROBLEM}/{mode(quick)}"
 
 
 def stability_limit() -> float:

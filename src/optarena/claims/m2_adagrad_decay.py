@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 
 from optarena import stats
-from optarena.claims.base import Plot, Series, Verdict
+from optarena.claims.base import Plot, Series, Verdict, mode
 from optarena.study import Study, StudyResult
 from optarena.trial import RunResult, Trial
 
@@ -54,12 +54,8 @@ RULE = (
 )
 
 
-def _mode(quick: bool) -> str:
-    return "quick" if quick else "full"
-
-
 def name(problem: str, quick: bool) -> str:
-    return f"{ID}/{problem}/{_mode(quick)}"
+    return f"{ID}/{problem}/{mode(quick)}"
 
 
 def study(problem: str, quick: bool, seeds: int | None = None, steps: int | None = None,

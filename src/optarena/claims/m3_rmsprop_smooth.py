@@ -14,7 +14,7 @@ import math
 import numpy as np
 
 from optarena import problems, stats
-from optarena.claims.base import Plot, Series, Verdict
+from optarena.claims.base import Plot, Series, Verdict, mode
 from optarena.claims.m2_adagrad_decay import band, effective_steps, finite_mean, found
 from optarena.rules import defaults
 from optarena.study import Study, StudyResult
@@ -54,12 +54,8 @@ RULE = (
 )
 
 
-def _mode(quick: bool) -> str:
-    return "quick" if quick else "full"
-
-
 def name(quick: bool) -> str:
-    return f"{ID}/{PROBLEM}/{_mode(quick)}"
+    return f"{ID}/{PROBLEM}/{mode(quick)}"
 
 
 def study(quick: bool, seeds: int | None = None, lrs: tuple[float, ...] | None = None) -> Study:

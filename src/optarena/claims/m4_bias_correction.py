@@ -15,7 +15,7 @@ import math
 import numpy as np
 
 from optarena import problems, stats
-from optarena.claims.base import Plot, Series, Verdict
+from optarena.claims.base import Plot, Series, Verdict, mode
 from optarena.claims.m2_adagrad_decay import found
 from optarena.rules import defaults
 from optarena.study import Study, StudyResult
@@ -48,12 +48,8 @@ RULE = (
 )
 
 
-def _mode(quick: bool) -> str:
-    return "quick" if quick else "full"
-
-
 def name(problem: str, quick: bool) -> str:
-    return f"{ID}/{problem}/{_mode(quick)}"
+    return f"{ID}/{problem}/{mode(quick)}"
 
 
 def study(problem: str, quick: bool, seeds: int | None = None, steps: int = STEPS) -> Study:

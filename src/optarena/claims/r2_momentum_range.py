@@ -17,7 +17,7 @@ import math
 import numpy as np
 
 from optarena import stats
-from optarena.claims.base import Plot, Series, Verdict
+from optarena.claims.base import Plot, Series, Verdict, mode
 from optarena.study import Study, StudyResult
 from optarena.trial import RunResult, Trial
 
@@ -70,13 +70,9 @@ RULE = (
 )
 
 
-def _mode(quick: bool) -> str:
-    return "quick" if quick else "full"
-
-
 def name(problem: str, quick: bool, convention: str = "article") -> str:
     tag = "" if convention == "article" else "-heavy-ball"
-    return f"{ID}{tag}/{problem}/{_mode(quick)}"
+    return f"{ID}{tag}/{problem}/{mode(quick)}"
 
 
 def study(problem: str, quick: bool, convention: str = "article", seeds: int | None = None,

@@ -15,7 +15,7 @@ import math
 import numpy as np
 
 from optarena import stats
-from optarena.claims.base import Plot, Series, Verdict
+from optarena.claims.base import Plot, Series, Verdict, find_study, mode
 from optarena.study import Study, StudyResult, objective
 
 ID = "R3"
@@ -49,12 +49,8 @@ RULE = (
 )
 
 
-def _mode(quick: bool) -> str:
-    return "quick" if quick else "full"
-
-
 def name(quick: bool) -> str:
-    return f"{ID}/{PROBLEM}/{_mode(quick)}"
+    return f"{ID}/{PROBLEM}/{mode(quick)}"
 
 
 def study(quick: bool) -> Study:
@@ -87,13 +83,6 @@ def decide(rare_sgd: tuple[float, float], loss_sgd: tuple[float, float], loss_vs
 # -- verdict -----------------------------------------------------------------------------------------
 
 
-def _find(results: dict[str, StudyResult]) -> StudyResult | None:
-    for quick in (False, True):
-        if name(quick) in results:
-            return results[name(quick)]
-    return None
-
-
 def _metric(runs, key: str) -> dict[int, float]:
     out = {}
     for r in runs:
@@ -103,7 +92,7 @@ def _metric(runs, key: str) -> dict[int, float]:
 
 
 def verdict(results: dict[str, StudyResult]) -> Verdict:
-    result = _find(results)
+    result = find_study(results, (name(False), name(True)))
     base = dict(id=ID, claim_zh=TEXT_ZH, claim_en=TEXT_EN, problems=[PROBLEM], rule=RULE,
                 effect_name="rare-feature weight error, SGD - AdaGrad (paired over seeds; > 0: AdaGrad better)")
     if result is None or not all(result.tuned.get(o) for o in OPTIMIZERS):

@@ -32,7 +32,7 @@ from typing import Callable
 import numpy as np
 
 from optarena import stats
-from optarena.claims.base import Plot, Series, Verdict
+from optarena.claims.base import Plot, Series, Verdict, find_study, mode
 from optarena.store import Store, run_missing
 from optarena.study import Study, StudyResult, objective
 from optarena.trial import RunResult, Trial
@@ -81,12 +81,8 @@ RULE = (
 )
 
 
-def _mode(quick: bool) -> str:
-    return "quick" if quick else "full"
-
-
 def name(quick: bool) -> str:
-    return f"{ID}/{PROBLEM}/{_mode(quick)}"
+    return f"{ID}/{PROBLEM}/{mode(quick)}"
 
 
 def steps_for(n_train: int, epochs: int) -> int:
@@ -330,19 +326,12 @@ def decide(gap_ci: tuple[float, float], auc_ci: tuple[float, float], sparsity_ci
     return "inconclusive"
 
 
-def _find(results: dict[str, StudyResult]) -> StudyResult | None:
-    for quick in (False, True):
-        if name(quick) in results:
-            return results[name(quick)]
-    return None
-
-
 def _table(runs: list[RunResult]) -> dict[int, dict[str, float]]:
     return {int(r.trial.seed): dict(r.final) for r in runs if r.status == "done"}
 
 
 def verdict(results: dict[str, StudyResult]) -> Verdict:
-    result = _find(results)
+    result = find_study(results, (name(False), name(True)))
     base = dict(id=ID, claim_zh=TEXT_ZH, claim_en=TEXT_EN, problems=[PROBLEM], rule=RULE, budget=len(GRIDS["ftrl"]),
                 effect_name="(FTRL - best competitor) / best competitor, held-out log loss (> 0: FTRL worse)")
     if result is None or not all(result.tuned.get(m) for m in ("ftrl", *COMPETITORS)):
