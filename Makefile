@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH_PIN)
-	$(PIP) install -q -e .
+	$(PIP) install -q -e ".[keras]"
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed

@@ -65,9 +65,10 @@ def _progress() -> Progress:
 
 def _print_verdicts(verdicts) -> None:
     table = Table(title="The article's claims, tested")
-    table.add_column("id")
+    table.add_column("id", no_wrap=True, min_width=2)
     table.add_column("claim", max_width=50, no_wrap=True, overflow="ellipsis")
-    for column in ("verdict", "effect", "95% CI"):
+    table.add_column("verdict", no_wrap=True, min_width=12)
+    for column in ("effect", "95% CI"):
         table.add_column(column, no_wrap=True)
     for v in verdicts:
         style = VERDICT_STYLE.get(v.verdict, "")
@@ -104,12 +105,18 @@ def _claims(args: argparse.Namespace, train: bool = True) -> int:
     console.print(f"optarena claims ({'quick' if quick else 'full'} mode): {len(ids)} claims, about {total} runs; store {store_path}")
     with _progress() as progress:
         task = progress.add_task("runs", total=total or None)
+
+        def advance(n: int) -> None:
+            # A claim that runs its own experiments (R8) may make more runs than it declares.
+            done = progress.tasks[task].completed + n
+            progress.update(task, completed=done, total=max(done, progress.tasks[task].total or 0))
+
         verdicts, meta = run_claims(
             ids,
             quick,
             store,
             device=args.device,
-            progress=lambda n: progress.advance(task, n),
+            progress=advance,
             on_study=lambda name: progress.update(task, description=name),
         )
         progress.update(task, description="done")
