@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -64,15 +65,19 @@ def _progress() -> Progress:
 
 
 def _print_verdicts(verdicts) -> None:
+    # One line per claim at any width: the numbers keep their width, the claim text takes the rest.
+    rows = [
+        (v.id, v.verdict, f"{v.effect:.3g}", f"[{v.ci95[0]:.3g}, {v.ci95[1]:.3g}]", v.claim_en) for v in verdicts
+    ]
+    widths = [max([len(header)] + [len(r[i]) for r in rows]) for i, header in enumerate(("id", "verdict", "effect", "95% CI"))]
+    claim_width = max(10, console.width - sum(widths) - 3 * 5 - 1)
     table = Table(title="The article's claims, tested")
-    table.add_column("id", no_wrap=True, min_width=2)
-    table.add_column("claim", max_width=50, no_wrap=True, overflow="ellipsis")
-    table.add_column("verdict", no_wrap=True, min_width=12)
-    for column in ("effect", "95% CI"):
-        table.add_column(column, no_wrap=True)
-    for v in verdicts:
-        style = VERDICT_STYLE.get(v.verdict, "")
-        table.add_row(v.id, v.claim_en, f"[{style}]{v.verdict}[/]", f"{v.effect:.4g}", f"[{v.ci95[0]:.4g}, {v.ci95[1]:.4g}]")
+    for header, width in zip(("id", "verdict", "effect", "95% CI"), widths):
+        table.add_column(header, no_wrap=True, min_width=width)
+    table.add_column("claim", no_wrap=True, overflow="ellipsis", max_width=claim_width)
+    for identifier, verdict, effect, ci, claim in rows:
+        style = VERDICT_STYLE.get(verdict, "")
+        table.add_row(identifier, f"[{style}]{verdict}[/]", effect, escape(ci), escape(claim))
     console.print(table)
 
 
