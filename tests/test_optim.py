@@ -16,17 +16,7 @@ import torch
 from optarena import optim
 from optarena.rules import conventions
 
-CLASS_NAMES = {
-    "sgd": "SGD",
-    "momentum": "Momentum",
-    "adagrad": "AdaGrad",
-    "rmsprop": "RMSprop",
-    "adam": "Adam",
-    "adamw": "AdamW",
-    "adadelta": "Adadelta",
-    "nadam": "Nadam",
-    "ftrl": "FTRL",
-}
+CLASS_NAMES = {name: cls.__name__ for name, cls in optim.OPTIMIZERS.items()}
 CASES = [
     (name, conv)
     for name in CLASS_NAMES

@@ -15,6 +15,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from optarena import optim
+
 IN, HIDDEN, OUT = 5, 8, 3
 N_SAMPLES, BATCH = 32, 8
 SEED = 20240611
@@ -164,17 +166,7 @@ def make_keras(name: str, **kwargs):
 
 
 # Our public classes by rule name, and the conventions each one has.
-CLASS_NAMES = {
-    "sgd": "SGD",
-    "momentum": "Momentum",
-    "adagrad": "AdaGrad",
-    "rmsprop": "RMSprop",
-    "adam": "Adam",
-    "adamw": "AdamW",
-    "adadelta": "Adadelta",
-    "nadam": "Nadam",
-    "ftrl": "FTRL",
-}
+CLASS_NAMES = {name: cls.__name__ for name, cls in optim.OPTIMIZERS.items()}
 CONVENTIONS = ("article", "pytorch", "keras")
 
 
