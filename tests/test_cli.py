@@ -49,3 +49,10 @@ def test_console_script_runs():
     result = subprocess.run([sys.executable, "-m", "optarena.cli", "optimizers"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "nadam" in result.stdout
+
+
+def test_trajectories_writes_one_figure_per_problem(tmp_path):
+    assert cli.main(["trajectories", "--out", str(tmp_path)]) == 0
+    for problem in ("rosenbrock", "narrow_valley"):
+        png = tmp_path / f"trajectories-{problem}.png"
+        assert png.read_bytes().startswith(b"\x89PNG")

@@ -1,4 +1,4 @@
-"""The `optarena` command: optimizers | claims | report | compare."""
+"""The `optarena` command: optimizers | claims | report | trajectories | compare."""
 
 from __future__ import annotations
 
@@ -133,6 +133,24 @@ def _claims(args: argparse.Namespace, train: bool = True) -> int:
     return 0
 
 
+def _trajectories(args: argparse.Namespace) -> int:
+    """The 2-D paths of all eight optimizers on Rosenbrock and the narrow valley, as PNG files."""
+    from optarena.claims import trajectories
+    from optarena.report import render
+    from optarena.store import Store
+    from optarena.study import execute
+
+    _set_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    store = Store(Path(args.store) if args.store else out / "optarena.sqlite")
+    for study in trajectories.design(quick=True):
+        path = out / f"trajectories-{study.problem}.png"
+        path.write_bytes(render(trajectories.plot(execute(study, store))))
+        console.print(f"{study.problem}: {path.resolve()}")
+    return 0
+
+
 def _compare(args: argparse.Namespace) -> int:
     from optarena import comparison
 
@@ -164,6 +182,12 @@ def build_parser() -> argparse.ArgumentParser:
             "costs more in synchronisation than it gains)",
         )
         p.set_defaults(func=lambda a, train=train: _claims(a, train))
+
+    p = sub.add_parser("trajectories", help="2-D paths of all eight optimizers on Rosenbrock and the narrow valley (PNG)")
+    p.add_argument("--out", default="results", help="directory for the PNG files")
+    p.add_argument("--store", default=None, help="results database (default OUT/optarena.sqlite)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.set_defaults(func=_trajectories)
 
     p = sub.add_parser("compare", help="tuned, equal-budget comparison of optimizers on your own model")
     from optarena import comparison
