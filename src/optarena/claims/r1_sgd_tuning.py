@@ -85,8 +85,8 @@ def verdict(results: dict[str, StudyResult]) -> Verdict:
     problems = list(per_problem)
     budget = max((r.study.budget for r in chosen.values()), default=0)
     summary = (
-        f"SGD's learning-rate range within {MARGIN:.0%} of its best is {effect:+.2f} decades wider than the median "
-        f"of the other optimizers on average over {len(problems)} problems (95% CI {ci[0]:+.2f} to {ci[1]:+.2f}; "
+        f"SGD's learning-rate range within {MARGIN:.0%} of its best is {abs(effect):.2f} decades "
+        f"{'narrower' if effect < 0 else 'wider'} than the median of the other optimizers on average over {len(problems)} problems (95% CI {ci[0]:+.2f} to {ci[1]:+.2f}; "
         f"{budget} learning rates per optimizer)."
         if problems else "No tuned comparison results to measure learning-rate widths on."
     )
