@@ -9,6 +9,8 @@ any number of runs.
 
 from __future__ import annotations
 
+import abc
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -21,7 +23,7 @@ from optarena.problems._checks import check_dtype, check_int
 EVAL_BUDGET = 2**22
 
 
-class SupervisedProblem:
+class SupervisedProblem(abc.ABC):
     """Base class: subclasses set the data with `_set_data` and define `forward` (and `init_params`).
 
     `forward(params, x)` maps inputs of shape (R, B, ...) to outputs (R, B, ...). Classification by
@@ -54,8 +56,9 @@ class SupervisedProblem:
         self.x_val, self.y_val = tensor(x_val), tensor(y_val)
         self.n_train, self.n_val = len(self.x_train), len(self.x_val)
 
+    @abc.abstractmethod
     def forward(self, params: dict[str, Tensor], x: Tensor) -> Tensor:
-        raise NotImplementedError
+        """Outputs (R, B, ...) from inputs (R, B, ...)."""
 
     def batch(self, step: int, generator: torch.Generator) -> tuple[Tensor]:
         """(rows,): LongTensor (batch_size,) of training-split row numbers, on the CPU."""

@@ -8,6 +8,7 @@ drawn on them. The quadratics isolate one difficulty each: ill-conditioning with
 
 from __future__ import annotations
 
+import abc
 import math
 
 import numpy as np
@@ -18,7 +19,7 @@ from optarena.problems._checks import check_dtype, check_float, check_int
 from optarena.problems._init import per_seed
 
 
-class _Surface2D:
+class _Surface2D(abc.ABC):
     """Shared parts of the 2-D functions: params {"xy": (R, 2)}, a seeded start near `start`.
 
     `f(x, y)` uses only arithmetic, so it serves torch tensors (training) and NumPy arrays (`surface`).
@@ -48,8 +49,9 @@ class _Surface2D:
         self.dtype = check_dtype(dtype)
         self.device = torch.device(device)
 
+    @abc.abstractmethod
     def f(self, x, y):
-        raise NotImplementedError
+        """The function's value at (x, y), elementwise."""
 
     def init_params(self, seeds: Tensor) -> dict[str, Tensor]:
         start = torch.tensor(self.start, dtype=self.dtype)
@@ -145,7 +147,7 @@ class Beale(_Surface2D):
         return (1.5 - x + x * y) ** 2 + (2.25 - x + x * y**2) ** 2 + (2.625 - x + x * y**3) ** 2
 
 
-class _Quadratic:
+class _Quadratic(abc.ABC):
     """Shared parts of the quadratics: params {"x": (R, dim)}, start 1 + 0.1 N(0, I) (DeepOBS starts
     its quadratic at all ones), and `evaluate` = the noise-free, unscaled f as train and val loss."""
 
@@ -158,8 +160,9 @@ class _Quadratic:
         self.dtype = check_dtype(dtype)
         self.device = torch.device(device)
 
+    @abc.abstractmethod
     def f(self, x: Tensor) -> Tensor:
-        raise NotImplementedError
+        """The noise-free loss of each run, x (R, dim) -> (R,)."""
 
     def init_params(self, seeds: Tensor) -> dict[str, Tensor]:
         dim, dtype = self.dim, self.dtype

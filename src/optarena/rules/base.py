@@ -13,6 +13,7 @@ values; the engine never stacks runs that differ in them (see ``Rule.structural`
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar, Union
@@ -32,17 +33,19 @@ def any_nonzero(h: HP) -> bool:
 
 
 @dataclass(frozen=True)
-class Rule:
+class Rule(abc.ABC):
     name: ClassVar[str] = ""
     # Whether apply_ on the gathered rows of a sparse gradient equals the dense update (rows
     # with zero gradient are left unchanged by the dense formula).
     supports_sparse: ClassVar[bool] = False
 
+    @abc.abstractmethod
     def init_state(self, param: Tensor) -> dict[str, Tensor]:
-        raise NotImplementedError  # pragma: no cover - every rule overrides it
+        """The optimizer state of one parameter tensor (moments, accumulators, ...)."""
 
+    @abc.abstractmethod
     def apply_(self, param: Tensor, grad: Tensor, state: dict[str, Tensor], step: int) -> None:
-        raise NotImplementedError  # pragma: no cover - every rule overrides it
+        """One update of `param` (and `state`) in place; `step` counts from 1."""
 
     @classmethod
     def structural(cls) -> tuple[str, ...]:
