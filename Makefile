@@ -26,8 +26,6 @@ install-test: $(VENV)/.installed-test
 
 demo: install
 	$(VENV)/bin/optarena claims --quick --out results/ --store results/optarena.sqlite
-	@echo "Report: $(CURDIR)/results/report.html"
-	@echo "Verdicts: $(CURDIR)/results/verdicts.json"
 
 test: install-test
 	# Two workers on two cores: one BLAS thread each, or they oversubscribe the machine.
