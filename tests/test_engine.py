@@ -79,7 +79,7 @@ def suite(problem: str) -> list[Trial]:
         t
         for optimizer in LR[problem]
         for convention in CONVENTIONS
-        if convention in rules.DEFAULTS[optimizer]
+        if convention in rules.entry(optimizer).conventions
         for t in mixed_trials(problem, optimizer, convention)
     ]
 

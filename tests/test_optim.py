@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from optarena import optim
-from optarena.rules import conventions
+from optarena import rules as conventions
 
 CLASS_NAMES = {name: cls.__name__ for name, cls in optim.OPTIMIZERS.items()}
 CASES = [

@@ -19,20 +19,23 @@ VERDICT_STYLE = {"supported": "green", "contradicted": "red", "inconclusive": "y
 def _optimizers(args: argparse.Namespace) -> int:
     from optarena import rules
 
-    table = Table(title="optarena optimizers: conventions, defaults and update rules", show_lines=True)
-    for column in ("optimizer", "convention", "defaults", "update rule"):
+    table = Table(title="optarena optimizers: conventions, defaults, update rules and search spaces", show_lines=True)
+    for column in ("optimizer", "convention", "defaults", "update rule", "tuned besides lr"):
         table.add_column(column, overflow="fold")
-    for name in rules.names():
+    for name, entry in rules.entries().items():
+        space = ", ".join(f"{k} in [{d.low:g}, {d.high:g}]{' (log)' if d.log else ''}" for k, d in entry.search.items())
         for convention in rules.CONVENTIONS:
-            formula = rules.FORMULAS[name][convention]
-            try:
-                defaults = ", ".join(f"{k}={v}" for k, v in rules.defaults(name, convention).items())
-            except ValueError as e:
-                defaults = str(e).split(":")[0]
-            table.add_row(name, convention, defaults, formula)
+            if convention in entry.conventions:
+                conv = entry.conventions[convention]
+                defaults = ", ".join(f"{k}={v}" for k, v in conv.defaults.items())
+                formula = conv.formula + (f"  [{conv.source}]" if conv.source else "")
+            else:
+                defaults, formula = f"none: {entry.absent.get(convention, 'not defined')}", ""
+            table.add_row(f"{name} ({entry.family})", convention, defaults, formula, space or "-")
     console.print(table)
     for convention, source in rules.SOURCES.items():
         console.print(f"[bold]{convention}[/]: {source}")
+    console.print("Every optimizer also takes decoupled_weight_decay (default 0): w -= lr*wd*w before its update.")
     return 0
 
 

@@ -42,7 +42,10 @@ import torch
 from optarena import stats, tuning
 from optarena.claims.base import Plot, Series
 from optarena.problems.user import UserCodeError, UserProblem, user_traceback
-from optarena.rules.conventions import CONVENTIONS, OPTIMIZERS
+from optarena.rules import CONVENTIONS
+from optarena.rules import names as _optimizer_names
+
+OPTIMIZERS = tuple(_optimizer_names())
 from optarena.store import Store
 from optarena.study import Study, StudyResult, execute, objective
 

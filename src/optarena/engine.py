@@ -67,10 +67,7 @@ class _Group:
 
 
 def _rule_key(trial: Trial, resolved: dict) -> tuple:
-    bools = tuple(sorted((k, v) for k, v in resolved.items() if isinstance(v, bool)))
-    # A structural momentum switch: runs with and without a momentum buffer cannot share code.
-    has_momentum = bool(resolved.get("momentum", 0.0))
-    return (trial.optimizer, trial.convention, bools, has_momentum)
+    return rules.code_path(trial.optimizer, trial.convention, resolved)
 
 
 def _stacked_rule(name: str, convention: str, resolved: list[dict], device) -> Rule:
@@ -82,7 +79,7 @@ def _stacked_rule(name: str, convention: str, resolved: list[dict], device) -> R
             hparams[key] = values[0]
         else:
             hparams[key] = torch.tensor(values, dtype=torch.float64, device=device)
-    return rules.build(name, convention, **hparams)
+    return rules.construct(name, convention, hparams)
 
 
 def _final_for_diverged(metrics: Iterable[str]) -> dict[str, float]:
@@ -201,7 +198,7 @@ def _train(problem, trials, resolved, steps, device, trace, progress) -> list[Ru
         with torch.no_grad():
             for k, grad in zip(names, grads):
                 for g, grad_g in zip(groups, grad.split(sizes)):
-                    g.per_param[k].apply_(g.views[k], grad_g, g.state[k], step + 1)
+                    g.per_param[k].update_(g.views[k], grad_g, g.state[k], step + 1)
                 if frozen_rows is not None:  # a diverged run is frozen: its NaNs cannot reach the others
                     params[k].detach().index_copy_(0, frozen_rows, frozen[k])
         if trace:

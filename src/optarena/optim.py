@@ -1,12 +1,15 @@
 """torch.optim drop-ins built from the rules: ``optarena.optim.Adam(model.parameters(), lr=1e-3)``.
 
 One generic `RuleOptimizer` does the work (param groups, state_dict, LR schedulers, closures,
-sparse gradients); the public classes only name their hyperparameters. Hyperparameters left as
-``None`` take the chosen convention's defaults (``optarena.rules.conventions.DEFAULTS``).
+sparse gradients, ``eval()`` / ``train()`` for rules with an evaluation point); the public classes
+(``SGD``, ``Adam``, ...) are made from the registry (``optarena.rules.registry``), one per
+optimizer, with torch-style signatures. Hyperparameters left as ``None`` take the chosen
+convention's defaults.
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable, ClassVar, Iterable
 
 import torch
@@ -14,8 +17,6 @@ from torch import Tensor
 
 from optarena import rules
 from optarena.rules.base import Rule, any_nonzero
-
-__all__ = ["RuleOptimizer", "SGD", "Momentum", "AdaGrad", "RMSprop", "Adam", "AdamW", "Adadelta", "Nadam", "FTRL", "OPTIMIZERS", "create"]
 
 
 class RuleOptimizer(torch.optim.Optimizer):
@@ -31,6 +32,7 @@ class RuleOptimizer(torch.optim.Optimizer):
         defaults["convention"] = convention
         super().__init__(params, defaults)
         self._rule_cache: dict[int, tuple[tuple, Rule]] = {}
+        self._at_eval_point = False
 
     def _rule(self, index: int, group: dict) -> Rule:
         # Groups also carry keys of others (e.g. a scheduler's "initial_lr"): pass only the rule's own.
@@ -58,12 +60,14 @@ class RuleOptimizer(torch.optim.Optimizer):
                 state = self.state[param]
                 if not state:
                     state["step"] = 0
-                    state.update(rule.init_state(param))
+                    state.update(_tensor_state(rule, param))
                 state["step"] += 1
                 if param.grad.is_sparse:
                     self._apply_sparse(rule, param, param.grad, state)
+                elif rule.elementwise:
+                    rule.update_(param, param.grad, state, state["step"])
                 else:
-                    rule.apply_(param, param.grad, state, state["step"])
+                    rule.update_(param.unsqueeze(0), param.grad.unsqueeze(0), _run_views(state), state["step"])
         return loss
 
     def _apply_sparse(self, rule: Rule, param: Tensor, grad: Tensor, state: dict) -> None:
@@ -74,7 +78,7 @@ class RuleOptimizer(torch.optim.Optimizer):
         name = type(self).__name__
         if not rule.supports_sparse:
             raise ValueError(f"{name} does not support sparse gradients; AdaGrad and FTRL do")
-        decay = {k: v for k, v in rule.hparams().items() if k in ("weight_decay", "l2_shrinkage")}
+        decay = {k: v for k, v in rule.hparams().items() if k in ("weight_decay", "l2_shrinkage", "decoupled_weight_decay")}
         if any(any_nonzero(v) for v in decay.values()):
             raise ValueError(f"{name}: {decay} is not compatible with sparse gradients (it touches every row)")
         grad = grad.coalesce()
@@ -88,91 +92,103 @@ class RuleOptimizer(torch.optim.Optimizer):
         for k, v in row_state.items():
             state[k].index_copy_(0, rows, v)
 
+    # -- evaluation point (Schedule-Free); a no-op for rules without one -------------------------
 
-class SGD(RuleOptimizer):
-    """SGD: w = w - lr * g (article). pytorch/keras conventions add their momentum options."""
+    @torch.no_grad()
+    def eval(self) -> None:
+        """Move the parameters to where the model should be evaluated (Schedule-Free's x)."""
+        self._move(to_eval=True)
 
-    rule_name = "sgd"
+    @torch.no_grad()
+    def train(self) -> None:
+        """Move the parameters back to where gradients are taken (Schedule-Free's y)."""
+        self._move(to_eval=False)
 
-    def __init__(self, params, lr=None, momentum=None, dampening=None, weight_decay=None, nesterov=None, *, convention="article"):
-        super().__init__(params, convention=convention, lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov)
-
-
-class Momentum(RuleOptimizer):
-    """Momentum: article v = m*v + (1-m)*g (EMA); pytorch heavy ball v = m*v + g; keras m = m*v - lr*g."""
-
-    rule_name = "momentum"
-
-    def __init__(self, params, lr=None, momentum=None, dampening=None, weight_decay=None, nesterov=None, *, convention="article"):
-        super().__init__(params, convention=convention, lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov)
-
-
-class AdaGrad(RuleOptimizer):
-    """AdaGrad: G += g^2, w -= lr * g / sqrt(G + eps) (article). Accepts sparse gradients."""
-
-    rule_name = "adagrad"
-
-    def __init__(self, params, lr=None, lr_decay=None, weight_decay=None, initial_accumulator_value=None, eps=None, *, convention="article"):
-        super().__init__(params, convention=convention, lr=lr, lr_decay=lr_decay, weight_decay=weight_decay, initial_accumulator_value=initial_accumulator_value, eps=eps)
-
-
-class RMSprop(RuleOptimizer):
-    """RMSprop: G = alpha*G + (1-alpha)*g^2, w -= lr * g / sqrt(G + eps) (article)."""
-
-    rule_name = "rmsprop"
-
-    def __init__(self, params, lr=None, alpha=None, eps=None, weight_decay=None, momentum=None, centered=None, *, convention="article"):
-        super().__init__(params, convention=convention, lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum, centered=centered)
+    def _move(self, to_eval: bool) -> None:
+        if self._at_eval_point == to_eval:
+            return
+        for index, group in enumerate(self.param_groups):
+            rule = self._rule(index, group)
+            if not rule.has_eval_point:
+                continue
+            for param in group["params"]:
+                state = self.state.get(param)
+                if not state:
+                    continue
+                p, s = (param, state) if rule.elementwise else (param.unsqueeze(0), _run_views(state))
+                (rule.to_eval_ if to_eval else rule.to_train_)(p, s)
+        self._at_eval_point = to_eval
 
 
-class Adam(RuleOptimizer):
-    """Adam: w -= lr * m^ / sqrt(v^ + eps) (article); ``bias_correction=False`` drops m^, v^ (article only)."""
-
-    rule_name = "adam"
-
-    def __init__(self, params, lr=None, betas=None, eps=None, weight_decay=None, amsgrad=None, *, bias_correction=None, convention="article"):
-        super().__init__(params, convention=convention, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, bias_correction=bias_correction)
-
-
-class AdamW(RuleOptimizer):
-    """AdamW: w -= lr*wd*w, then Adam of the chosen convention."""
-
-    rule_name = "adamw"
-
-    def __init__(self, params, lr=None, betas=None, eps=None, weight_decay=None, amsgrad=None, *, convention="article"):
-        super().__init__(params, convention=convention, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad)
+def _tensor_state(rule: Rule, param: Tensor) -> dict[str, Tensor]:
+    """A rule's initial state for one parameter, stored without the run dimension of rules that
+    are not elementwise (so state_dict() shapes are the parameter's own)."""
+    if rule.elementwise:
+        return rule.init_state(param)
+    return {k: v.squeeze(0) if isinstance(v, Tensor) and v.ndim > 0 else v
+            for k, v in rule.init_state(param.unsqueeze(0)).items()}
 
 
-class Adadelta(RuleOptimizer):
-    """Adadelta (Zeiler 2012): dx = sqrt(E[dx^2]+eps)/sqrt(E[g^2]+eps) * g, w -= lr * dx."""
-
-    rule_name = "adadelta"
-
-    def __init__(self, params, lr=None, rho=None, eps=None, weight_decay=None, *, convention="article"):
-        super().__init__(params, convention=convention, lr=lr, rho=rho, eps=eps, weight_decay=weight_decay)
+def _run_views(state: dict) -> dict:
+    """The state with a leading run dimension of 1 on every tensor (views: updates reach the state)."""
+    return {k: v.unsqueeze(0) if isinstance(v, Tensor) else v for k, v in state.items()}
 
 
-class Nadam(RuleOptimizer):
-    """Nadam (Dozat 2016): Adam with Nesterov momentum and the schedule mu_t = b1(1 - 0.5*0.96^(t*psi))."""
-
-    rule_name = "nadam"
-
-    def __init__(self, params, lr=None, betas=None, eps=None, weight_decay=None, momentum_decay=None, *, convention="article"):
-        super().__init__(params, convention=convention, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, momentum_decay=momentum_decay)
-
-
-class FTRL(RuleOptimizer):
-    """FTRL-Proximal (McMahan et al. 2013). Start parameters at zero. Accepts sparse gradients."""
-
-    rule_name = "ftrl"
-
-    def __init__(self, params, lr=None, lr_power=None, initial_accumulator_value=None, l1=None, l2=None, l2_shrinkage=None, beta=None, *, convention="article"):
-        super().__init__(params, convention=convention, lr=lr, lr_power=lr_power, initial_accumulator_value=initial_accumulator_value, l1=l1, l2=l2, l2_shrinkage=l2_shrinkage, beta=beta)
+def _signature_names(entry: rules.Optimizer) -> list[str]:
+    """The drop-in's keyword names: the entry's `signature`, else every convention's defaults in
+    order of first appearance (pytorch first, as torch.optim orders them), beta1/beta2 as betas."""
+    order = list(entry.signature)
+    conventions = sorted(entry.conventions, key=lambda c: (c != "pytorch", c != "article"))
+    for c in conventions:
+        for key in rules.defaults(entry.name, c):
+            key = "betas" if key in ("beta1", "beta2") else key
+            if key not in order and key != rules.registry.DECOUPLED:
+                order.append(key)
+    return order + [rules.registry.DECOUPLED]
 
 
-OPTIMIZERS: dict[str, type[RuleOptimizer]] = {
-    cls.rule_name: cls for cls in (SGD, Momentum, AdaGrad, RMSprop, Adam, AdamW, Adadelta, Nadam, FTRL)
-}
+def _docstring(entry: rules.Optimizer) -> str:
+    lines = [f"{entry.class_name}: {entry.summary}.", "", "Conventions (``convention=``):"]
+    for c, conv in entry.conventions.items():
+        source = f"  [{conv.source}]" if conv.source else ""
+        lines.append(f"    {c:8s} {conv.formula}{source}")
+        lines.append(f"             defaults: {', '.join(f'{k}={v!r}' for k, v in conv.defaults.items())}")
+    for c, why in entry.absent.items():
+        lines.append(f"    {c:8s} none: {why}")
+    if entry.reference:
+        lines += ["", entry.reference]
+    return "\n".join(lines)
+
+
+def _make_class(entry: rules.Optimizer) -> type[RuleOptimizer]:
+    names = _signature_names(entry)
+    signature = inspect.Signature(
+        [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+         inspect.Parameter("params", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+        + [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None) for n in names[:-1]]
+        + [inspect.Parameter(names[-1], inspect.Parameter.KEYWORD_ONLY, default=None),
+           inspect.Parameter("convention", inspect.Parameter.KEYWORD_ONLY, default="article")]
+    )
+
+    def __init__(self, params, *args, **kwargs):
+        try:
+            bound = signature.bind(self, params, *args, **kwargs)
+        except TypeError as e:
+            raise TypeError(f"{entry.class_name}(): {e}") from None
+        given = {k: v for k, v in bound.arguments.items() if k not in ("self", "params", "convention")}
+        RuleOptimizer.__init__(self, params, convention=bound.arguments.get("convention", "article"), **given)
+
+    __init__.__signature__ = signature  # type: ignore[attr-defined]
+    return type(entry.class_name, (RuleOptimizer,), {
+        "rule_name": entry.name, "__init__": __init__, "__doc__": _docstring(entry), "__module__": __name__,
+        "__qualname__": entry.class_name,
+    })
+
+
+OPTIMIZERS: dict[str, type[RuleOptimizer]] = {name: _make_class(e) for name, e in rules.entries().items()}
+globals().update({cls.__name__: cls for cls in OPTIMIZERS.values()})
+
+__all__ = ["RuleOptimizer", "OPTIMIZERS", "create", *(cls.__name__ for cls in OPTIMIZERS.values())]
 
 
 def create(name: str, params: Iterable, convention: str = "article", **hparams: Any) -> RuleOptimizer:
@@ -185,3 +201,8 @@ def create(name: str, params: Iterable, convention: str = "article", **hparams: 
         d = rules.defaults(name, convention)
         flat["betas"] = (flat.pop("beta1", d.get("beta1")), flat.pop("beta2", d.get("beta2")))
     return OPTIMIZERS[name](params, convention=convention, **flat)
+
+
+def __getattr__(name: str):  # a clear message for a name that is not an optimizer here
+    raise AttributeError(f"module 'optarena.optim' has no attribute {name!r}; optimizers: "
+                         f"{', '.join(cls.__name__ for cls in OPTIMIZERS.values())}")

@@ -5,72 +5,34 @@ search space, selected on held-out loss. The learning rate is always searched lo
 LR_RANGE (DeepOBS: 36 values from 1e-5 to 1e2 in full mode); other hyperparameters are searched only
 where a study asks for them (``extra=``) and otherwise keep the convention's defaults.
 
-Search space per optimizer (ranges of the hyperparameters a study may add to lr):
-    sgd        lr
-    momentum   lr, momentum in [0.5, 0.99]
-    adagrad    lr
-    rmsprop    lr, alpha in [0.8, 0.999]
-    adam       lr, beta1 in [0.5, 0.99], beta2 in [0.9, 0.9999]
-    adamw      lr, beta1, beta2 as Adam
-    adadelta   lr, rho in [0.8, 0.99]
-    nadam      lr, beta1, beta2 as Adam
-    ftrl       lr, l1 in [1e-6, 1] (log)
+Each optimizer's search space beyond lr is declared in its registry entry (``Optimizer.search``,
+in its rule file); ``optarena optimizers`` prints them.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
 
+from optarena import rules
+from optarena.rules.spec import Dimension
+
 LR_RANGE = (1e-5, 1e2)
 
 
-@dataclass(frozen=True)
-class Dimension:
-    low: float
-    high: float
-    log: bool = False
-
-    def grid(self, n: int) -> list[float]:
-        if n == 1:
-            return [math.sqrt(self.low * self.high) if self.log else (self.low + self.high) / 2]
-        if self.log:
-            return [float(x) for x in np.logspace(math.log10(self.low), math.log10(self.high), n)]
-        return [float(x) for x in np.linspace(self.low, self.high, n)]
-
-    def sample(self, rng: np.random.Generator) -> float:
-        if self.log:
-            return float(10 ** rng.uniform(math.log10(self.low), math.log10(self.high)))
-        return float(rng.uniform(self.low, self.high))
-
-
-_ADAM_LIKE = {"beta1": Dimension(0.5, 0.99), "beta2": Dimension(0.9, 0.9999)}
-SEARCH_SPACES: dict[str, dict[str, Dimension]] = {
-    "sgd": {},
-    "momentum": {"momentum": Dimension(0.5, 0.99)},
-    "adagrad": {},
-    "rmsprop": {"alpha": Dimension(0.8, 0.999)},
-    "adam": dict(_ADAM_LIKE),
-    "adamw": dict(_ADAM_LIKE),
-    "adadelta": {"rho": Dimension(0.8, 0.99)},
-    "nadam": dict(_ADAM_LIKE),
-    "ftrl": {"l1": Dimension(1e-6, 1.0, log=True)},
-}
 METHODS = ("grid", "random", "tpe")
 
 
 def space(optimizer: str, extra: Sequence[str] = (), lr_range: tuple[float, float] = LR_RANGE) -> dict[str, Dimension]:
     """The search space of `optimizer`: lr plus the `extra` hyperparameters it has (others ignored)."""
-    if optimizer not in SEARCH_SPACES:
-        raise ValueError(f"unknown optimizer {optimizer!r}; valid names: {', '.join(SEARCH_SPACES)}")
+    searchable = rules.search_space(optimizer)  # ValueError for an unknown optimizer
     low, high = lr_range
     if not (0 < low < high and math.isfinite(high)):
         raise ValueError(f"lr_range must satisfy 0 < low < high, got {lr_range!r}")
     dims = {"lr": Dimension(low, high, log=True)}
-    dims.update({k: v for k, v in SEARCH_SPACES[optimizer].items() if k in extra})
+    dims.update({k: v for k, v in searchable.items() if k in extra})
     return dims
 
 

@@ -10,7 +10,7 @@ import torch
 import _oracle as O
 import _sparse as S
 from optarena import optim
-from optarena.rules import conventions
+from optarena import rules as conventions
 
 # ---- Keras ------------------------------------------------------------------------------------
 

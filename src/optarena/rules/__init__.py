@@ -1,10 +1,27 @@
-"""Update rules: one file per optimizer, conventions in `conventions.py`.
+"""Update rules: one file per optimizer, each ending in its registry entries (``registry.py``).
 
 >>> rule = get("adam", convention="pytorch", lr=1e-3)
 """
 
 from optarena.rules.base import HP, Rule
-from optarena.rules.conventions import CONVENTIONS, DEFAULTS, FORMULAS, OPTIMIZERS, SOURCES, build, defaults, resolve
+from optarena.rules.registry import (
+    CONVENTIONS,
+    SOURCES,
+    build,
+    class_name,
+    code_path,
+    construct,
+    convention_of,
+    defaults,
+    entries,
+    entry,
+    formula,
+    has_convention,
+    names,
+    resolve,
+    search_space,
+)
+from optarena.rules.spec import Convention, Dimension, Optimizer
 
 
 def get(name: str, convention: str = "article", **hparams) -> Rule:
@@ -12,8 +29,8 @@ def get(name: str, convention: str = "article", **hparams) -> Rule:
     return build(name, convention, **hparams)
 
 
-def names() -> list[str]:
-    return list(OPTIMIZERS)
-
-
-__all__ = ["HP", "Rule", "CONVENTIONS", "DEFAULTS", "FORMULAS", "OPTIMIZERS", "SOURCES", "build", "defaults", "get", "names", "resolve"]
+__all__ = [
+    "HP", "Rule", "CONVENTIONS", "SOURCES", "Convention", "Dimension", "Optimizer", "build", "class_name",
+    "code_path", "construct", "convention_of", "defaults", "entries", "entry", "formula", "get",
+    "has_convention", "names", "resolve", "search_space",
+]

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from optarena.rules.base import HP, Rule, zeros_like
 from optarena.rules.primitives import denominator, ema_, step_, weight_decay_
+from optarena.rules.spec import Convention, Dimension, Optimizer
 
 
 @dataclass(frozen=True)
@@ -36,3 +37,22 @@ class Adadelta(Rule):
         dx = denominator(state["Edx2"], self.eps, eps_inside_root=True) / denominator(Eg2, self.eps, eps_inside_root=True) * g
         ema_(state["Edx2"], dx * dx, self.rho)
         step_(param, dx, self.lr)
+
+
+FORMULA = "E[g2] = r*E[g2]+(1-r)g^2; dx = sqrt(E[dx2]+eps)/sqrt(E[g2]+eps)*g; w -= lr*dx"
+
+ENTRIES = (
+    Optimizer(
+        "adadelta", "Adadelta", family="article",
+        summary="Zeiler 2012: dx = sqrt(E[dx^2]+eps)/sqrt(E[g^2]+eps) * g, w -= lr * dx",
+        search={"rho": Dimension(0.8, 0.99), "eps": Dimension(1e-8, 1e-4, log=True)},
+        conventions={
+            "article": Convention(Adadelta, {"lr": 1.0, "rho": 0.95, "eps": 1e-6, "weight_decay": 0.0}, FORMULA,
+                                  flags={"decoupled": False}),
+            "pytorch": Convention(Adadelta, {"lr": 1.0, "rho": 0.9, "eps": 1e-6, "weight_decay": 0.0}, FORMULA,
+                                  flags={"decoupled": False}, source="torch.optim.Adadelta"),
+            "keras": Convention(Adadelta, {"lr": 1e-3, "rho": 0.95, "eps": 1e-7, "weight_decay": 0.0}, FORMULA,
+                                flags={"decoupled": True}, source="keras.optimizers.Adadelta"),
+        },
+    ),
+)

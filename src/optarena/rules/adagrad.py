@@ -17,6 +17,7 @@ import torch
 
 from optarena.rules.base import HP, Rule
 from optarena.rules.primitives import denominator, step_, weight_decay_
+from optarena.rules.spec import Convention, Optimizer
 
 
 @dataclass(frozen=True)
@@ -45,3 +46,26 @@ class AdaGrad(Rule):
         G = state["G"].addcmul_(g, g)
         lr_t = self.lr / (1 + (step - 1) * self.lr_decay)
         step_(param, g / denominator(G, self.eps, self.eps_inside_root), lr_t)
+
+
+ENTRIES = (
+    Optimizer(
+        "adagrad", "AdaGrad", family="article",
+        signature=("lr", "lr_decay", "weight_decay", "initial_accumulator_value", "eps"),
+        summary="G += g^2, w -= lr * g / sqrt(G + eps) (article); accepts sparse gradients",
+        conventions={
+            "article": Convention(
+                AdaGrad, {"lr": 0.01, "eps": 1e-8, "weight_decay": 0.0}, "G += g^2; w -= lr*g/sqrt(G + eps)",
+                flags={"initial_accumulator_value": 0.0, "lr_decay": 0.0, "eps_inside_root": True, "decoupled": False}),
+            "pytorch": Convention(
+                AdaGrad,
+                {"lr": 0.01, "eps": 1e-10, "initial_accumulator_value": 0.0, "lr_decay": 0.0, "weight_decay": 0.0},
+                "G += g^2; w -= lr/(1+(t-1)*decay) * g/(sqrt(G) + eps)",
+                flags={"eps_inside_root": False, "decoupled": False}, source="torch.optim.Adagrad"),
+            "keras": Convention(
+                AdaGrad, {"lr": 1e-3, "eps": 1e-7, "initial_accumulator_value": 0.1, "weight_decay": 0.0},
+                "G += g^2 (G0=0.1); w -= lr*g/sqrt(G + eps)",
+                flags={"lr_decay": 0.0, "eps_inside_root": True, "decoupled": True}, source="keras.optimizers.Adagrad"),
+        },
+    ),
+)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from optarena.rules.base import HP, Rule, zeros_like
 from optarena.rules.primitives import bias_correction, denominator, ema_, maximum_, step_, weight_decay_
+from optarena.rules.spec import Convention, Dimension, Optimizer
 
 
 @dataclass(frozen=True)
@@ -54,3 +55,45 @@ class Adam(Rule):
         else:
             m_hat, v_hat = m, v
         step_(param, m_hat / denominator(v_hat, self.eps, self.eps_inside_root), self.lr)
+
+
+ADAM_SEARCH = {"beta1": Dimension(0.5, 0.99), "beta2": Dimension(0.9, 0.9999)}
+_BETAS = {"beta1": 0.9, "beta2": 0.999}
+_ARTICLE = {"eps_inside_root": True, "epsilon_hat": False}
+_PYTORCH = {"eps_inside_root": False, "epsilon_hat": False, "bias_correction": True}
+_KERAS = {"eps_inside_root": False, "epsilon_hat": True, "bias_correction": True, "decoupled": True}
+
+ENTRIES = (
+    Optimizer(
+        "adam", "Adam", family="article",
+        summary="w -= lr * m^ / sqrt(v^ + eps) (article); bias_correction=False drops m^, v^ (article only)",
+        search=ADAM_SEARCH,
+        conventions={
+            "article": Convention(
+                Adam, {"lr": 1e-3, **_BETAS, "eps": 1e-8, "weight_decay": 0.0, "amsgrad": False, "bias_correction": True},
+                "w -= lr*m^/sqrt(v^ + eps)", flags={**_ARTICLE, "decoupled": False}),
+            "pytorch": Convention(
+                Adam, {"lr": 1e-3, **_BETAS, "eps": 1e-8, "weight_decay": 0.0, "amsgrad": False},
+                "w -= lr*m^/(sqrt(v^) + eps)", flags={**_PYTORCH, "decoupled": False}, source="torch.optim.Adam"),
+            "keras": Convention(
+                Adam, {"lr": 1e-3, **_BETAS, "eps": 1e-7, "weight_decay": 0.0, "amsgrad": False},
+                "w -= lr*sqrt(1-b2^t)/(1-b1^t) * m/(sqrt(v) + eps)", flags=_KERAS, source="keras.optimizers.Adam"),
+        },
+    ),
+    Optimizer(
+        "adamw", "AdamW", family="extra",
+        summary="w -= lr*wd*w, then Adam of the chosen convention",
+        search=ADAM_SEARCH,
+        conventions={
+            "article": Convention(
+                Adam, {"lr": 1e-3, **_BETAS, "eps": 1e-8, "weight_decay": 0.01, "amsgrad": False},
+                "w -= lr*wd*w; then Adam (article)", flags={**_ARTICLE, "bias_correction": True, "decoupled": True}),
+            "pytorch": Convention(
+                Adam, {"lr": 1e-3, **_BETAS, "eps": 1e-8, "weight_decay": 0.01, "amsgrad": False},
+                "w -= lr*wd*w; then Adam (pytorch)", flags={**_PYTORCH, "decoupled": True}, source="torch.optim.AdamW"),
+            "keras": Convention(
+                Adam, {"lr": 1e-3, **_BETAS, "eps": 1e-7, "weight_decay": 0.004, "amsgrad": False},
+                "w -= lr*wd*w; then Adam (keras)", flags=_KERAS, source="keras.optimizers.AdamW"),
+        },
+    ),
+)

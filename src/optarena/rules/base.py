@@ -3,26 +3,43 @@
 A rule is a frozen dataclass of hyperparameters with
 
 - ``init_state(param) -> dict[str, Tensor]``: the optimizer state of one parameter tensor,
-- ``apply_(param, grad, state, step)``: one in-place update, ``step`` counting from 1.
+- ``apply_(param, grad, state, step)``: one in-place update, ``step`` counting from 1 (a Python
+  int, or a 0-d tensor under ``torch.compile`` so that one graph serves every step).
+
+Callers use ``update_``: decoupled weight decay shared by every rule, then ``apply_``.
 
 Hyperparameters are Python floats (one run) or tensors broadcasting over a leading run dimension
 (R runs at once: shape ``(R,)``, reshaped to ``(R, 1, ..., 1)`` by :meth:`Rule.for_param`).
-Booleans (``nesterov``, ``centered``, ``amsgrad``, ...) change the code path and are always Python
-values; the engine never stacks runs that differ in them (see ``Rule.structural``).
+Booleans (``nesterov``, ``centered``, ``amsgrad``, ...) and the numbers in ``switches`` (e.g. a
+momentum that is 0 or not) select a code path; the engine never stacks runs that differ in them
+(see :meth:`Rule.code_path`).
+
+Elementwise rules (every coordinate updated from its own gradient and state) see any shape. A rule
+that looks at a whole tensor (a norm, factored moments, a matrix function) sets
+``elementwise = False``: its ``apply_`` always receives tensors with a leading run dimension,
+``(R, *shape)``; the drop-in optimizers pass ``(1, *shape)`` views.
+
+A rule whose evaluation point differs from its training point (Schedule-Free) sets
+``has_eval_point = True`` and implements ``to_eval_`` / ``to_train_``, which move the parameter
+between the two in place; the engine evaluates at the evaluation point, and the drop-in exposes
+them as ``optimizer.eval()`` / ``optimizer.train()``.
 """
 
 from __future__ import annotations
 
 import abc
 import dataclasses
-from dataclasses import dataclass
-from typing import ClassVar, Union
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Union
 
 import torch
 from torch import Tensor
 
 HP = Union[float, Tensor]
 """A hyperparameter: one value, or one value per run along the leading run dimension."""
+
+Step = Union[int, Tensor]
+"""The step count from 1: a Python int, or a 0-d tensor (compiled execution)."""
 
 
 def any_nonzero(h: HP) -> bool:
@@ -38,19 +55,54 @@ class Rule(abc.ABC):
     # Whether apply_ on the gathered rows of a sparse gradient equals the dense update (rows
     # with zero gradient are left unchanged by the dense formula).
     supports_sparse: ClassVar[bool] = False
+    # False: apply_ receives (R, *shape) tensors with a leading run dimension (see module docstring).
+    elementwise: ClassVar[bool] = True
+    # True: to_eval_ / to_train_ move the parameter between training and evaluation points.
+    has_eval_point: ClassVar[bool] = False
+    # Numeric fields whose being zero or not selects a code path (e.g. a momentum buffer or none).
+    switches: ClassVar[tuple[str, ...]] = ()
+
+    # w = w - lr * decoupled_weight_decay * w before every update (optax's add_decayed_weights
+    # followed by the rule; AdamW's form), available to every rule in every convention.
+    decoupled_weight_decay: HP = field(default=0.0, kw_only=True)
 
     @abc.abstractmethod
     def init_state(self, param: Tensor) -> dict[str, Tensor]:
         """The optimizer state of one parameter tensor (moments, accumulators, ...)."""
 
     @abc.abstractmethod
-    def apply_(self, param: Tensor, grad: Tensor, state: dict[str, Tensor], step: int) -> None:
+    def apply_(self, param: Tensor, grad: Tensor, state: dict[str, Tensor], step: Step) -> None:
         """One update of `param` (and `state`) in place; `step` counts from 1."""
+
+    def update_(self, param: Tensor, grad: Tensor, state: dict[str, Tensor], step: Step) -> None:
+        """Decoupled weight decay (when set), then the rule's own update."""
+        if any_nonzero(self.decoupled_weight_decay):
+            lr = self.learning_rate()
+            param.mul_(1 - lr * self.decoupled_weight_decay)
+        self.apply_(param, grad, state, step)
+
+    def learning_rate(self) -> HP:
+        """The step size the decoupled weight decay is scaled by (``lr`` for every rule here)."""
+        return getattr(self, "lr")
+
+    def to_eval_(self, param: Tensor, state: dict[str, Tensor]) -> None:
+        """Move `param` to the point where the model is evaluated (a no-op for most rules)."""
+
+    def to_train_(self, param: Tensor, state: dict[str, Tensor]) -> None:
+        """Move `param` back to the point where gradients are taken (a no-op for most rules)."""
 
     @classmethod
     def structural(cls) -> tuple[str, ...]:
         """Fields that select a code path (bools); runs stacked together must agree on them."""
         return tuple(f.name for f in dataclasses.fields(cls) if f.type in ("bool", bool))
+
+    @classmethod
+    def code_path(cls, hparams: dict[str, Any]) -> tuple:
+        """What runs stacked together must share: the bool fields and, for each of ``switches``,
+        whether it is non-zero. `hparams` are the rule's field values (or a resolved trial's)."""
+        bools = tuple((k, hparams[k]) for k in cls.structural() if k in hparams)
+        switched = tuple((k, any_nonzero(hparams[k])) for k in cls.switches if k in hparams)
+        return bools + switched
 
     def for_param(self, param: Tensor) -> "Rule":
         """This rule with every per-run tensor hyperparameter viewed as (R, 1, ..., 1) for ``param``."""

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from optarena.rules.base import HP, Rule, zeros_like
 from optarena.rules.primitives import bias_correction, denominator, ema_, step_, weight_decay_
+from optarena.rules.spec import Convention, Dimension, Optimizer
 
 
 @dataclass(frozen=True)
@@ -58,3 +59,29 @@ class Nadam(Rule):
             mu_product = mu_product.to(param.dtype)
         m_bar = (1 - mu_t) / (1 - mu_product) * g + mu_next / (1 - mu_product * mu_next) * m
         step_(param, m_bar / d, self.lr)
+
+
+_DOZAT = "mu_t = b1(1-0.5*0.96^(t*psi)); w -= lr*((1-mu_t)g/(1-P_t) + mu_t+1 m/(1-P_t+1))/(sqrt(v^)+eps)"
+
+ENTRIES = (
+    Optimizer(
+        "nadam", "Nadam", family="article",
+        signature=("lr", "betas", "eps", "weight_decay", "momentum_decay"),
+        summary="Dozat 2016: Adam with Nesterov momentum and the schedule mu_t = b1(1 - 0.5*0.96^(t*psi))",
+        search={"beta1": Dimension(0.5, 0.99), "beta2": Dimension(0.9, 0.9999)},
+        conventions={
+            "article": Convention(
+                Nadam, {"lr": 2e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "momentum_decay": 4e-3, "weight_decay": 0.0},
+                _DOZAT + "  (psi = momentum_decay)", flags={"decoupled": False, "framework_product": False}),
+            "pytorch": Convention(
+                Nadam, {"lr": 2e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "momentum_decay": 4e-3, "weight_decay": 0.0},
+                "as article, psi = momentum_decay", flags={"decoupled": False, "framework_product": True},
+                source="torch.optim.NAdam"),
+            # Keras has no momentum_decay: its schedule is mu_t = b1(1 - 0.5*0.96^t), i.e. psi = 1.
+            "keras": Convention(
+                Nadam, {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-7, "momentum_decay": 1.0, "weight_decay": 0.0},
+                "as article with psi = momentum_decay = 1: mu_t = b1(1-0.5*0.96^t)",
+                flags={"decoupled": True, "framework_product": False}, source="keras.optimizers.Nadam"),
+        },
+    ),
+)

@@ -14,11 +14,13 @@ from dataclasses import dataclass
 
 from optarena.rules.base import HP, Rule, any_nonzero, zeros_like
 from optarena.rules.primitives import denominator, ema_, step_, weight_decay_
+from optarena.rules.spec import Convention, Dimension, Optimizer
 
 
 @dataclass(frozen=True)
 class RMSprop(Rule):
     name = "rmsprop"
+    switches = ("momentum",)
     lr: HP
     alpha: HP
     eps: HP
@@ -52,3 +54,27 @@ class RMSprop(Rule):
         else:
             b = state["b"].mul_(self.momentum).add_(g / d)
             step_(param, b, self.lr)
+
+
+ENTRIES = (
+    Optimizer(
+        "rmsprop", "RMSprop", family="article",
+        signature=("lr", "alpha", "eps", "weight_decay", "momentum", "centered"),
+        summary="G = alpha*G + (1-alpha)*g^2, w -= lr * g / sqrt(G + eps) (article)",
+        search={"alpha": Dimension(0.8, 0.999)},
+        conventions={
+            "article": Convention(
+                RMSprop, {"lr": 1e-3, "alpha": 0.9, "eps": 1e-8, "weight_decay": 0.0},
+                "G = a*G + (1-a)*g^2; w -= lr*g/sqrt(G + eps)",
+                flags={"momentum": 0.0, "centered": False, "eps_inside_root": True, "decoupled": False, "lr_in_buffer": False}),
+            "pytorch": Convention(
+                RMSprop, {"lr": 0.01, "alpha": 0.99, "eps": 1e-8, "momentum": 0.0, "centered": False, "weight_decay": 0.0},
+                "G = a*G + (1-a)*g^2; w -= lr*g/(sqrt(G) + eps)",
+                flags={"eps_inside_root": False, "decoupled": False, "lr_in_buffer": False}, source="torch.optim.RMSprop"),
+            "keras": Convention(
+                RMSprop, {"lr": 1e-3, "alpha": 0.9, "eps": 1e-7, "momentum": 0.0, "centered": False, "weight_decay": 0.0},
+                "G = a*G + (1-a)*g^2; w -= lr*g/sqrt(G + eps)",
+                flags={"eps_inside_root": True, "decoupled": True, "lr_in_buffer": True}, source="keras.optimizers.RMSprop"),
+        },
+    ),
+)

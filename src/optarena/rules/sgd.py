@@ -15,6 +15,7 @@ from torch import Tensor
 
 from optarena.rules.base import HP, Rule, any_nonzero, zeros_like
 from optarena.rules.primitives import decoupled_decay_, l2_gradient, step_
+from optarena.rules.spec import Convention, Optimizer, nesterov_needs_momentum
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class TorchSGD(Rule):
     """torch.optim.SGD, heavy-ball momentum: b = mu*b + (1-dampening)*g; w = w - lr*b."""
 
     name = "sgd"
+    switches = ("momentum",)
     lr: HP
     momentum: HP
     dampening: HP
@@ -64,6 +66,7 @@ class KerasSGD(Rule):
     """keras.optimizers.SGD: m = mu*m - lr*g; w = w + m (or w + mu*m - lr*g with Nesterov)."""
 
     name = "sgd"
+    switches = ("momentum",)
     lr: HP
     momentum: HP
     weight_decay: HP
@@ -83,3 +86,23 @@ class KerasSGD(Rule):
             param.add_(self.momentum * m - self.lr * grad)
         else:
             param.add_(m)
+
+
+TORCH_SGD = {"lr": 1e-3, "momentum": 0.0, "dampening": 0.0, "weight_decay": 0.0, "nesterov": False}
+KERAS_SGD = {"lr": 0.01, "momentum": 0.0, "weight_decay": 0.0, "nesterov": False}
+TORCH_FORMULA = "b = mu*b + (1-damp)*g; w -= lr*(g + mu*b if nesterov else b)"
+KERAS_FORMULA = "m = mu*m - lr*g; w += (mu*m - lr*g if nesterov else m)"
+
+ENTRIES = (
+    Optimizer(
+        "sgd", "SGD", family="article",
+        summary="stochastic gradient descent; pytorch/keras conventions add their momentum options",
+        conventions={
+            "article": Convention(SGD, {"lr": 0.01, "weight_decay": 0.0}, "w -= lr*g"),
+            "pytorch": Convention(TorchSGD, TORCH_SGD, TORCH_FORMULA, constraints=(nesterov_needs_momentum,),
+                                  source="torch.optim.SGD"),
+            "keras": Convention(KerasSGD, KERAS_SGD, KERAS_FORMULA, constraints=(nesterov_needs_momentum,),
+                                source="keras.optimizers.SGD"),
+        },
+    ),
+)
