@@ -24,6 +24,7 @@ alone, and bitwise for the same trials in any order).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 import traceback
@@ -34,7 +35,7 @@ from typing import Callable, Iterable, Sequence
 import torch
 from torch import Tensor
 
-from optarena import optim, rules
+from optarena import optim, rules, schedules
 from optarena.problems.base import Problem, seed_generator
 from optarena.rules.base import Rule
 from optarena.trial import RunResult, Trial
@@ -70,12 +71,13 @@ def _rule_key(trial: Trial, resolved: dict) -> tuple:
     return rules.code_path(trial.optimizer, trial.convention, resolved)
 
 
-def _stacked_rule(name: str, convention: str, resolved: list[dict], device) -> Rule:
-    """One rule for many runs: a hyperparameter equal in all runs stays a float, else a (R,) tensor."""
+def _stacked_rule(name: str, convention: str, resolved: list[dict], device, per_run: tuple[str, ...] = ()) -> Rule:
+    """One rule for many runs: a hyperparameter equal in all runs stays a float, else a (R,) tensor
+    (always a tensor for the names in `per_run`, e.g. a scheduled lr)."""
     hparams = {}
     for key in resolved[0]:
         values = [r[key] for r in resolved]
-        if isinstance(values[0], bool) or all(v == values[0] for v in values):
+        if isinstance(values[0], bool) or (key not in per_run and all(v == values[0] for v in values)):
             hparams[key] = values[0]
         else:
             hparams[key] = torch.tensor(values, dtype=torch.float64, device=device)
@@ -125,6 +127,7 @@ def run(
 
 
 def _run_stack(problem, trials, steps, device, trace, progress) -> list[RunResult]:
+    """Trials of one length: invalid hyperparameters fail alone, the rest train as one stack."""
     out: dict[int, RunResult] = {}
     resolved: dict[int, dict] = {}
     for i, t in enumerate(trials):
@@ -132,35 +135,79 @@ def _run_stack(problem, trials, steps, device, trace, progress) -> list[RunResul
             resolved[i] = rules.resolve(t.optimizer, t.convention, **t.hparams)
         except ValueError as e:
             out[i] = RunResult(t, "failed", error=str(e))
-    order = sorted(resolved, key=lambda i: (repr(_rule_key(trials[i], resolved[i])), trials[i].seed, i))
-    if not order:
-        return [out[i] for i in range(len(trials))]
-    started = time.perf_counter()
-    try:
-        stacked = _train(problem, [trials[i] for i in order], [resolved[i] for i in order], steps, device, trace, progress)
-    except Exception:  # the user's model or a problem raised: fail this stack, keep the study going
-        error = traceback.format_exc()
-        for i in order:
-            out[i] = RunResult(trials[i], "failed", error=error)
-        return [out[i] for i in range(len(trials))]
-    wall = (time.perf_counter() - started) / len(order)
-    for position, i in enumerate(order):
-        r = stacked[position]
-        r.wall_time = wall
+    # Sorted by what the trials are, not by where they came: the same trials give the same stack.
+    order = sorted(resolved, key=lambda i: (repr(_rule_key(trials[i], resolved[i])), trials[i].seed, trials[i].run_key))
+    for i, r in zip(order, _isolating(problem, [trials[i] for i in order], [resolved[i] for i in order],
+                                      steps, device, trace, progress)):
         out[i] = r
     return [out[i] for i in range(len(trials))]
 
 
+def _isolating(problem, trials, resolved, steps, device, trace, progress) -> list[RunResult]:
+    """Train the stack; if it raises, train each half again on its own (recursively), so that a run
+    that raises fails alone with its own traceback and its batch-mates' results are what they would
+    have been without it (a run's result does not depend on its batch-mates)."""
+    if not trials:
+        return []
+    started = time.perf_counter()
+    try:
+        stacked = _train(problem, trials, resolved, steps, device, trace, progress)
+    except Exception:  # the user's model or a problem raised
+        if len(trials) == 1:
+            return [RunResult(trials[0], "failed", error=traceback.format_exc())]
+        half = len(trials) // 2
+        return (_isolating(problem, trials[:half], resolved[:half], steps, device, trace, None)
+                + _isolating(problem, trials[half:], resolved[half:], steps, device, trace, None))
+    wall = (time.perf_counter() - started) / len(trials)
+    for r in stacked:
+        r.wall_time = wall
+    return stacked
+
+
+class _Clock:
+    """Seconds spent in the parts of a step. On the CPU every step is timed; on a GPU (asynchronous)
+    one step in SAMPLE is timed between synchronisations and scaled up, so timing costs no sync on
+    the other steps."""
+
+    SAMPLE = 16
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self.totals: dict[str, float] = defaultdict(float)
+        self.active = True
+
+    def begin_step(self, step: int) -> None:
+        self.active = not self.cuda or step % self.SAMPLE == 0
+        self.scale = self.SAMPLE if self.cuda else 1
+
+    def now(self) -> float:
+        if self.cuda and self.active:
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    def add(self, part, started: float) -> float:
+        """Add the time since `started` to `part` (when this step is timed); returns now."""
+        end = self.now() if self.active else 0.0
+        if self.active:
+            self.totals[part] += (end - started) * self.scale
+        return end
+
+
 def _train(problem, trials, resolved, steps, device, trace, progress) -> list[RunResult]:
     R = len(trials)
-    seeds = [t.seed for t in trials]
-    # Same storage as init_params returned (a user's problem finds its per-run buffers by it).
-    params = {k: v.to(device).detach().requires_grad_(True) for k, v in problem.init_params(torch.tensor(seeds)).items()}
+    seeds = torch.tensor([t.seed for t in trials])
+    params = {k: v.to(device).detach().requires_grad_(True) for k, v in problem.init_params(seeds).items()}
+    # Per-run state that is not optimised (BatchNorm statistics), carried beside the parameters.
+    buffers = problem.init_buffers(seeds) if hasattr(problem, "init_buffers") else None
+    extra = {} if buffers is None else {"buffers": buffers}
     names = list(params)
     leaves = [params[k] for k in names]
     groups = _groups(trials, resolved, params, device)
     sizes = [g.stop - g.start for g in groups]
-    batches = _Batches(problem, seeds, steps, device)
+    batches = _Batches(problem, seeds.tolist(), steps, device)
+    schedule = _Schedule(trials, groups, steps)
+    clip = _clip_norms(trials, device)
+    clock = _Clock(device)
 
     points = set(eval_points(steps))
     curve: dict[str, list[Tensor]] = defaultdict(list)
@@ -172,19 +219,30 @@ def _train(problem, trials, resolved, steps, device, trace, progress) -> list[Ru
     frozen_rows: Tensor | None = None  # runs that diverged, held at their last parameters
     frozen: dict[str, Tensor] = {}
     bound = problem.loss_bound
+    movers = [g for g in groups if g.rule.has_eval_point]  # rules evaluated elsewhere (Schedule-Free)
 
     def evaluate(step: int) -> None:
         with torch.no_grad():
-            metrics = problem.evaluate(params)
+            for g in movers:
+                for k in names:
+                    g.per_param[k].to_eval_(g.views[k], g.state[k])
+            metrics = problem.evaluate(params, **extra)
+            for g in movers:
+                for k in names:
+                    g.per_param[k].to_train_(g.views[k], g.state[k])
         curve_steps.append(step)
         for k, v in metrics.items():
             curve[k].append(v.detach().to("cpu", torch.float64))
 
     evaluate(0)
     for step in range(steps):
+        clock.begin_step(step)
+        started = clock.now()
         batch, slot = batches(step)
-        losses = problem.loss(params, batch) if slot is None else problem.loss(params, batch, slot=slot)
+        kwargs = extra if slot is None else {**extra, "slot": slot}
+        losses = problem.loss(params, batch, **kwargs)
         grads = torch.autograd.grad(losses.sum(), leaves)
+        started = clock.add("model", started)
         # One host sync per step: whether any (still live) run just left the finite, bounded range.
         bad = torch.isfinite(losses).logical_and_(losses <= bound).logical_not_()
         if frozen_rows is not None:
@@ -195,30 +253,87 @@ def _train(problem, trials, resolved, steps, device, trace, progress) -> list[Ru
             frozen_rows = torch.nonzero(~alive).flatten()
             frozen = {k: params[k].detach()[frozen_rows].clone() for k in names}
         before = {k: params[k].detach().clone() for k in names} if keep_before else None
+        raw_grads = grads
+        if clip is not None:
+            grads = _clipped(grads, clip)
+        started = clock.now()
         with torch.no_grad():
-            for k, grad in zip(names, grads):
-                for g, grad_g in zip(groups, grad.split(sizes)):
-                    g.per_param[k].update_(g.views[k], grad_g, g.state[k], step + 1)
-                if frozen_rows is not None:  # a diverged run is frozen: its NaNs cannot reach the others
+            schedule.apply(step + 1)
+            for i, g in enumerate(groups):
+                for k, grad in zip(names, grads):
+                    g.per_param[k].update_(g.views[k], grad[g.start:g.stop], g.state[k], step + 1)
+                started = clock.add(i, started)
+            if frozen_rows is not None:  # a diverged run is frozen: its NaNs cannot reach the others
+                for k in names:
                     params[k].detach().index_copy_(0, frozen_rows, frozen[k])
         if trace:
-            _record(traces, trace, params, dict(zip(names, grads)), before, losses, names)
+            _record(traces, trace, params, dict(zip(names, raw_grads)), before, losses, names)
         if step + 1 in points:
             evaluate(step + 1)
         if progress is not None and (step + 1) % max(1, steps // 20) == 0:
             progress(step + 1, steps)
 
-    return _results(trials, curve, curve_steps, traces, diverged_at, problem)
+    results = _results(trials, curve, curve_steps, traces, diverged_at, problem)
+    for i, g in enumerate(groups):
+        for r in results[g.start:g.stop]:
+            r.step_time = {"model": clock.totals["model"] / (R * steps),
+                           "update": clock.totals[i] / ((g.stop - g.start) * steps)}
+    return results
+
+
+class _Schedule:
+    """Each run's learning rate times its schedule's factor at every step (a no-op when every run
+    of the stack has a constant schedule; then lr stays as the groups built it)."""
+
+    def __init__(self, trials: Sequence[Trial], groups: list[_Group], steps: int) -> None:
+        self.groups = groups
+        self.active = any(t.schedule != "constant" for t in trials)
+        if not self.active:
+            return
+        cache: dict[tuple[str, float], list[float]] = {}
+        for t in trials:
+            key = (t.schedule, t.warmup)
+            if key not in cache:
+                cache[key] = [schedules.factor(t.schedule, s, steps, t.warmup) for s in range(1, steps + 1)]
+        # (steps, R), float64 like the stacked hyperparameters (groups' lr is then an (n,) tensor)
+        device = groups[0].rule.lr.device
+        self.factors = torch.tensor([cache[(t.schedule, t.warmup)] for t in trials], dtype=torch.float64, device=device).T
+
+    def apply(self, step: int) -> None:
+        if not self.active:
+            return
+        for g in self.groups:
+            rule = dataclasses.replace(g.rule, lr=g.rule.lr * self.factors[step - 1, g.start:g.stop])
+            g.per_param = {k: rule.for_param(v) for k, v in g.views.items()}
+
+
+def _clip_norms(trials: Sequence[Trial], device) -> Tensor | None:
+    """Per-run maximum gradient norm (inf: not clipped), or None when no run clips."""
+    if all(t.clip_grad_norm is None for t in trials):
+        return None
+    return torch.tensor([math.inf if t.clip_grad_norm is None else t.clip_grad_norm for t in trials],
+                        dtype=torch.float64, device=device)
+
+
+def _clipped(grads: Sequence[Tensor], max_norm: Tensor) -> list[Tensor]:
+    """torch.nn.utils.clip_grad_norm_ per run: total norm over the run's gradients (the norm of the
+    per-tensor norms), scaled by min(1, max_norm / (total + 1e-6))."""
+    runs = max_norm.shape[0]
+    norms = torch.stack([g.reshape(runs, -1).norm(dim=1) for g in grads]).norm(dim=0)
+    coef = (max_norm.to(norms.dtype) / (norms + 1e-6)).clamp(max=1.0)
+    return [g * coef.view((-1,) + (1,) * (g.ndim - 1)) for g in grads]
 
 
 def _groups(trials, resolved, params, device) -> list[_Group]:
     """One group per run of consecutive trials with the same rule key (trials come sorted by it)."""
     keys = [_rule_key(t, h) for t, h in zip(trials, resolved)]
+    scheduled = any(t.schedule != "constant" for t in trials)
     groups, start = [], 0
     for stop in range(1, len(trials) + 1):
         if stop < len(trials) and keys[stop] == keys[start]:
             continue
-        rule = _stacked_rule(trials[start].optimizer, trials[start].convention, resolved[start:stop], device)
+        rule = _stacked_rule(trials[start].optimizer, trials[start].convention, resolved[start:stop], device,
+                             per_run=("lr",) if scheduled else ())
         views = {k: p.detach()[start:stop] for k, p in params.items()}
         per_param = {k: rule.for_param(v) for k, v in views.items()}
         state = {k: per_param[k].init_state(v) for k, v in views.items()}
@@ -323,24 +438,31 @@ def _results(trials, curve, curve_steps, traces, diverged_at, problem) -> list[R
 
 
 def run_sequential(problem: Problem, trials: Sequence[Trial], device: str | torch.device = "cpu") -> list[RunResult]:
-    """The plain loop users write: one trial after another with ``optarena.optim``.
+    """The plain loop users write: one trial after another with ``optarena.optim`` (and
+    ``LambdaLR`` for a schedule, ``clip_grad_norm_`` for clipping).
 
-    The reference the engine is tested against, and the baseline of benchmarks/sweep_throughput.py.
+    The reference the engine is tested against, and a baseline of benchmarks/sweep_throughput.py.
     """
     results = []
     for t in trials:
         started = time.perf_counter()
-        params = {k: v.to(device).detach().requires_grad_(True) for k, v in problem.init_params(torch.tensor([t.seed])).items()}
+        seed = torch.tensor([t.seed])
+        params = {k: v.to(device).detach().requires_grad_(True) for k, v in problem.init_params(seed).items()}
+        extra = {"buffers": problem.init_buffers(seed)} if hasattr(problem, "init_buffers") else {}
         opt = optim.create(t.optimizer, params.values(), t.convention, **t.hparams)
+        scheduler = (None if t.schedule == "constant"
+                     else torch.optim.lr_scheduler.LambdaLR(opt, schedules.lambda_lr(t.schedule, t.steps, t.warmup)))
         generator = seed_generator(t.seed, "batches")
         points = set(eval_points(t.steps))
         curve: dict[str, list[float]] = defaultdict(list)
 
         def evaluate(step):
             with torch.no_grad():
+                opt.eval()  # a no-op but for rules with an evaluation point (Schedule-Free)
                 curve["step"].append(float(step))
-                for k, v in problem.evaluate(params).items():
+                for k, v in problem.evaluate(params, **extra).items():
                     curve[k].append(float(v[0]))
+                opt.train()
 
         evaluate(0)
         status, diverged = "done", None
@@ -349,13 +471,17 @@ def run_sequential(problem: Problem, trials: Sequence[Trial], device: str | torc
             if batch is not None:
                 batch = tuple(b.to(device).unsqueeze(0) for b in batch)
             opt.zero_grad()
-            loss = problem.loss(params, batch).sum()
+            loss = problem.loss(params, batch, **extra).sum()
             value = loss.item()
             if not (math.isfinite(value) and value <= problem.loss_bound):
                 status, diverged = "diverged", step + 1
                 break
             loss.backward()
+            if t.clip_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(list(params.values()), t.clip_grad_norm)
             opt.step()
+            if scheduler is not None:
+                scheduler.step()
             if step + 1 in points:
                 evaluate(step + 1)
         final = {k: v[-1] for k, v in curve.items() if k != "step"}

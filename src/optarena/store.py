@@ -33,8 +33,9 @@ BUSY_TIMEOUT_S = 30.0
 _CHUNK = 500
 
 _COLUMNS = (
-    "run_key", "problem", "optimizer", "convention", "seed", "steps", "hparams", "status",
-    "final", "curve", "trace", "wall_time", "diverged_at", "error", "created_at", "version",
+    "run_key", "problem", "optimizer", "convention", "seed", "steps", "schedule", "warmup", "clip_grad_norm",
+    "hparams", "status", "final", "curve", "trace", "step_time", "wall_time", "diverged_at", "error",
+    "created_at", "version",
 )
 
 _SCHEMA = """
@@ -45,11 +46,15 @@ CREATE TABLE IF NOT EXISTS runs (
     convention  TEXT NOT NULL,
     seed        INTEGER NOT NULL,
     steps       INTEGER NOT NULL,
+    schedule    TEXT NOT NULL,
+    warmup      REAL NOT NULL,
+    clip_grad_norm REAL,
     hparams     TEXT NOT NULL,
     status      TEXT NOT NULL,
     final       TEXT NOT NULL,
     curve       TEXT NOT NULL,
     trace       TEXT NOT NULL,
+    step_time   TEXT NOT NULL,
     wall_time   REAL,
     diverged_at INTEGER,
     error       TEXT,
@@ -82,9 +87,9 @@ def _dumps(obj: Any) -> str:
 def _row_of(result: RunResult, version: str, created_at: str) -> tuple:
     t = result.trial
     return (
-        t.run_key, t.problem, t.optimizer, t.convention, int(t.seed), int(t.steps),
-        _dumps(dict(t.hparams)), result.status, _dumps(result.final), _dumps(result.curve),
-        _dumps(result.trace), float(result.wall_time),
+        t.run_key, t.problem, t.optimizer, t.convention, int(t.seed), int(t.steps), t.schedule,
+        float(t.warmup), t.clip_grad_norm, _dumps(dict(t.hparams)), result.status, _dumps(result.final),
+        _dumps(result.curve), _dumps(result.trace), _dumps(result.step_time), float(result.wall_time),
         None if result.diverged_at is None else int(result.diverged_at), result.error,
         created_at, version,
     )
@@ -94,11 +99,13 @@ def _result_of(row: sqlite3.Row) -> RunResult:
     trial = Trial(
         problem=row["problem"], optimizer=row["optimizer"], convention=row["convention"],
         hparams=json.loads(row["hparams"]), seed=row["seed"], steps=row["steps"],
+        schedule=row["schedule"], warmup=row["warmup"], clip_grad_norm=row["clip_grad_norm"],
     )
     return RunResult(
         trial=trial, status=row["status"], curve=json.loads(row["curve"]),
         final=json.loads(row["final"]), wall_time=row["wall_time"] or 0.0,
         diverged_at=row["diverged_at"], error=row["error"], trace=json.loads(row["trace"]),
+        step_time=json.loads(row["step_time"]),
     )
 
 

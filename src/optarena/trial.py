@@ -1,7 +1,8 @@
 """What one training run is (`Trial`) and what it produced (`RunResult`).
 
-A trial is (problem, optimizer, convention, hyperparameters, seed, steps). Its `run_key` is a hash
-of those plus the optarena version, so the same trial is never run twice by the store.
+A trial is (problem, optimizer, convention, hyperparameters, seed, steps) and its training setup
+(learning-rate schedule, warmup, gradient clipping). Its `run_key` is a hash of those plus the
+optarena version, so the same trial is never run twice by the store.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from optarena import __version__
+from optarena import __version__, schedules
 
 STATUSES = ("done", "diverged", "failed")
 
@@ -26,6 +27,9 @@ class Trial:
     hparams: Mapping[str, float] = field(default_factory=dict)
     seed: int = 0
     steps: int = 300
+    schedule: str = "constant"  # see optarena.schedules
+    warmup: float = 0.0  # warmup fraction of the steps (warmup-* schedules)
+    clip_grad_norm: float | None = None  # clip each run's total gradient norm to this (torch's clip_grad_norm_)
 
     def __post_init__(self) -> None:
         # Normalise to a plain sorted dict of floats (bools stay bools: they select code paths, e.g.
@@ -34,6 +38,13 @@ class Trial:
         object.__setattr__(self, "hparams", hparams)
         if self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
+        schedules.check(self.schedule, self.warmup)
+        object.__setattr__(self, "warmup", float(self.warmup) if self.schedule != "constant" else 0.0)
+        if self.clip_grad_norm is not None:
+            clip = self.clip_grad_norm
+            if isinstance(clip, bool) or not isinstance(clip, (int, float)) or not (0 < clip < float("inf")):
+                raise ValueError(f"clip_grad_norm must be a finite number > 0 or None, got {clip!r}")
+            object.__setattr__(self, "clip_grad_norm", float(clip))
 
     def __hash__(self) -> int:
         return hash(self.run_key)
@@ -49,11 +60,15 @@ class Trial:
             "hparams": dict(self.hparams),
             "seed": int(self.seed),
             "steps": int(self.steps),
+            "schedule": self.schedule,
+            "warmup": self.warmup,
+            "clip_grad_norm": self.clip_grad_norm,
         }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Trial":
-        return cls(d["problem"], d["optimizer"], d["convention"], d["hparams"], d["seed"], d["steps"])
+        return cls(d["problem"], d["optimizer"], d["convention"], d["hparams"], d["seed"], d["steps"],
+                   d.get("schedule", "constant"), d.get("warmup", 0.0), d.get("clip_grad_norm"))
 
     @property
     def run_key(self) -> str:
@@ -78,6 +93,10 @@ class RunResult:
     diverged_at: int | None = None
     error: str | None = None
     trace: dict[str, list] = field(default_factory=dict)
+    # Seconds per training step of this run, measured in its batch: "model" (forward and backward,
+    # the batch's time shared over its runs) and "update" (its optimizer group's update, shared
+    # over the group's runs).
+    step_time: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -94,6 +113,7 @@ class RunResult:
             "diverged_at": self.diverged_at,
             "error": self.error,
             "trace": self.trace,
+            "step_time": self.step_time,
         }
 
     @classmethod
@@ -107,4 +127,5 @@ class RunResult:
             diverged_at=d.get("diverged_at"),
             error=d.get("error"),
             trace=d.get("trace") or {},
+            step_time=d.get("step_time") or {},
         )

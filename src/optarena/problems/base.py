@@ -18,6 +18,10 @@ so one engine loop serves them all:
   Batch tensors are made on the CPU; ``loss`` moves them to the problem's device.
 - ``evaluate(params) -> dict[str, Tensor[R]]``: at least "train_loss" and "val_loss" (the training
   split, or a fixed subset of it, and the whole held-out split); "val_accuracy" where it applies.
+- optionally ``init_buffers(seeds) -> dict[str, Tensor[R, ...]]``: per-run state that is not
+  optimised but changes during training (BatchNorm running statistics). The engine holds it beside
+  the parameters and passes it as ``loss(..., buffers=buffers)`` (which may update it in place) and
+  ``evaluate(params, buffers=buffers)``; problems without it are called without the keyword.
 - ``loss_bound``: a loss above this (or non-finite) marks a run diverged.
 - ``default_steps``, ``batch_size``: sensible defaults for studies.
 """
