@@ -19,7 +19,7 @@ import torch
 
 from optarena import engine, problems, rules
 from optarena.store import Store
-from optarena.study import Study, execute
+from optarena.study import StudyKey, Sweep, execute
 from optarena.trial import Trial
 
 PROBLEM = "noisy_quadratic"
@@ -55,10 +55,10 @@ def main() -> None:
         return train(problem, batch, **kwargs)
 
     engine.run = logged_run  # study.execute trains through engine.run
-    study = Study("resume", PROBLEM, fixed=tuple(trials()))
+    study = Sweep(StudyKey("resume", PROBLEM), tuple(trials()))
     with Store(args.store) as store:
         result = execute(study, store, problem=problems.get(PROBLEM), batch_size=BATCH_SIZE)
-    assert len(result.fixed) == len(study.fixed)
+    assert len(result.runs) == len(study.trials)
 
 
 if __name__ == "__main__":

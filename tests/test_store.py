@@ -13,7 +13,7 @@ import textwrap
 import pytest
 
 import optarena.trial
-from optarena.store import Store, run_missing
+from optarena.store import Store
 from optarena.trial import RunResult, Trial
 
 
@@ -152,62 +152,6 @@ def test_results_filters():
         assert len(store.results(problem="b", optimizer="sgd")) == 3
         assert [r.trial.seed for r in store.results(status="diverged")] == [9]
         assert store.results(problem="nope") == []
-
-
-def test_run_missing_runs_only_the_missing_trials_and_keeps_order():
-    trials = make_trials(10)
-    runner = CountingRunner()
-    progress = []
-    with Store() as store:
-        store.put_many(fake_result(t) for t in trials[:3])
-        results = run_missing(store, trials, runner, batch_size=3,
-                              on_batch=lambda done, total: progress.append((done, total)))
-        assert runner.n_run == 7
-        assert [len(b) for b in runner.batches] == [3, 3, 1]
-        assert [r.trial for r in results] == trials
-        assert progress == [(3, 7), (6, 7), (7, 7)]
-        assert len(store) == 10
-
-        again = CountingRunner()
-        shuffled = trials[::-1] + trials[:2]
-        results = run_missing(store, shuffled, again)
-        assert again.n_run == 0
-        assert [r.trial for r in results] == shuffled
-        assert all(r.final == fake_result(r.trial).final for r in results)
-
-
-def test_run_missing_without_batch_size_runs_everything_at_once():
-    runner = CountingRunner()
-    with Store() as store:
-        run_missing(store, make_trials(6), runner)
-    assert [len(b) for b in runner.batches] == [6]
-
-
-def test_a_crash_in_batch_two_keeps_batch_one_and_a_rerun_runs_only_the_rest(tmp_path):
-    trials = make_trials(9)
-    path = tmp_path / "runs.db"
-    crashing = CountingRunner(fail_on_call=2)
-    with Store(path) as store:
-        with pytest.raises(RuntimeError, match="simulated crash"):
-            run_missing(store, trials, crashing, batch_size=4)
-    with Store(path) as store:  # a new process would see the same file
-        assert len(store) == 4
-        assert store.missing(trials) == trials[4:]
-        rerun = CountingRunner()
-        results = run_missing(store, trials, rerun, batch_size=4)
-        assert [t for b in rerun.batches for t in b] == trials[4:]
-        assert [r.trial for r in results] == trials
-
-
-def test_run_missing_complains_when_the_runner_drops_a_trial():
-    def lossy_runner(trials):
-        return [fake_result(t) for t in trials[:-1]]
-
-    trials = make_trials(4)
-    with Store() as store:
-        with pytest.raises(RuntimeError, match="no result for 1 of the 4"):
-            run_missing(store, trials, lossy_runner)
-        assert len(store) == 3  # what it did return is kept
 
 
 def test_put_many_is_one_transaction():

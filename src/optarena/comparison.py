@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from optarena import stats, tuning
-from optarena.claims.base import Plot, Series
+from optarena.plots import Plot, Series
 from optarena.problems.user import UserCodeError, UserProblem, user_traceback
 from optarena.rules import CONVENTIONS
 from optarena.rules import names as _optimizer_names

@@ -3,7 +3,7 @@
 One SQLite file in WAL mode with one table, `runs`, holding one row per run keyed by
 `Trial.run_key` (a hash of the trial and the optarena version, so a new version never reuses an
 old result). Every `put_many` is one transaction: a killed process loses at most the batch in
-flight, and `run_missing` resumes a study by running only the trials that have no row yet.
+flight, and `optarena.study.run_missing` resumes a study by running only the trials that have no row yet.
 
 Two processes may share a file: WAL lets readers go on while one writer commits, and a writer
 waits up to 30 s for another's transaction (`busy_timeout`).
@@ -21,12 +21,12 @@ import os
 import sqlite3
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 from optarena import trial as _trial_module
 from optarena.trial import RunResult, Trial
 
-__all__ = ["Store", "run_missing"]
+__all__ = ["Store"]
 
 BUSY_TIMEOUT_S = 30.0
 # Keys per `IN (...)` query; well under SQLite's limit on bound variables (999 before 3.32).
@@ -333,49 +333,3 @@ class Store:
         path.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(table, path)
         return path
-
-
-def run_missing(
-    store: Store,
-    trials: Iterable[Trial],
-    runner: Callable[[list[Trial]], list[RunResult]],
-    batch_size: int | None = None,
-    on_batch: Callable[[int, int], None] | None = None,
-    rerun_failed: bool = False,
-) -> list[RunResult]:
-    """Run the trials that have no stored result and return the results of ALL `trials`.
-
-    The missing trials are given to `runner` (the engine) in batches of `batch_size` (all at once
-    when None); each batch is written with `put_many` as soon as it finishes, then
-    `on_batch(n_done, n_total)` reports progress over the trials that needed running. If the
-    runner raises, the batches already finished stay stored and a second call runs only the rest.
-    The returned list follows the order of `trials` (a duplicated trial appears twice).
-    """
-    trials = list(trials)
-    if batch_size is not None and batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1 or None, got {batch_size}")
-    todo = store.missing(trials, rerun_failed=rerun_failed)
-    size = batch_size or max(len(todo), 1)
-    fresh: dict[str, RunResult] = {}
-    done = 0
-    for batch in _chunks(todo, size):
-        batch = list(batch)
-        results = list(runner(batch))
-        expected = {t.run_key for t in batch}
-        store.put_many(r for r in results if r.trial.run_key in expected)
-        fresh.update((r.trial.run_key, r) for r in results if r.trial.run_key in expected)
-        lacking = [t for t in batch if t.run_key not in fresh]
-        if lacking:
-            raise RuntimeError(
-                f"the runner returned no result for {len(lacking)} of the {len(batch)} trials it "
-                f"was given (first: {lacking[0]}); it must return one RunResult per trial"
-            )
-        done += len(batch)
-        if on_batch is not None:
-            on_batch(done, len(todo))
-    stored = store.get_many(t for t in trials if t.run_key not in fresh)
-    by_key = {**stored, **fresh}
-    absent = [t for t in trials if t.run_key not in by_key]
-    if absent:  # another process replaced or deleted rows meanwhile; should not happen
-        raise RuntimeError(f"{len(absent)} trials have no result after running (first: {absent[0]})")
-    return [by_key[t.run_key] for t in trials]

@@ -1,77 +1,172 @@
-"""Studies: the same tuning budget for every optimizer, selection on held-out loss, then the chosen
-setting (and the untuned defaults) rerun over seeds. Every run goes through the store, so a study
-that is interrupted resumes where it stopped, and every number can be traced to its runs.
+"""Studies: the one executor of every experiment. A `TunedStudy` gives every optimizer the same
+tuning budget, selects on held-out loss and reruns the chosen setting (and the untuned defaults)
+over fresh seeds; a `Sweep` runs a given list of trials. Every run goes through the store, so an
+interrupted study resumes where it stopped, and every number can be traced to its runs.
 
-Protocol (DeepOBS, Schmidt et al. 2021): tuning trials use seed 0; the chosen setting and the
-defaults are rerun with seeds 1..S, so that the reported runs are not the ones used for selection.
+Protocol (DeepOBS, Schmidt et al. 2021): tuning points run on seeds 0..k-1 (``selection_seeds``,
+selection on the mean held-out loss over them; a point that diverged or failed on any of them is
+never chosen); the chosen setting and the defaults are rerun on seeds k..k+S-1, so the reported
+runs are not the ones used for selection.
+
+``execute(study, store, backend=..., stored_only=False)``: trials the store lacks are run in
+batches on the backend (local by default; see ``optarena.backends``), each batch written in one
+transaction. With ``stored_only=True`` nothing is trained: a study whose runs are not all stored
+raises `MissingRuns` naming them (``optarena report`` uses this).
 """
 
 from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any
 
-from optarena import engine, problems, tuning
-from optarena.store import Store, run_missing
+import numpy as np
+
+from optarena import problems, tuning
+from optarena.backends import Backend, Job, LocalBackend
+from optarena.store import Store
 from optarena.trial import RunResult, Trial
 
 ProgressFn = Callable[[int], None]
 """Called with the number of runs just finished (stored ones included)."""
 
+MODES = ("full", "quick")
+
+
+@dataclass(frozen=True, order=True)
+class StudyKey:
+    """A study's identity: its kind ("tuned", "deep", "M2", ...), its problem and its mode
+    ("quick", "full", or "" where there is none). ``str(key)`` is "kind/problem/mode"."""
+
+    kind: str
+    problem: str
+    mode: str = ""
+
+    def __str__(self) -> str:
+        return "/".join(p for p in (self.kind, self.problem, self.mode) if p)
+
 
 @dataclass(frozen=True)
-class Study:
-    """What to run. ``budget`` tuning trials per optimizer (0: no tuning), ``seeds`` reruns of the
-    chosen setting and of the defaults, and/or explicit ``fixed`` trials (sweeps, mechanisms)."""
+class Setup:
+    """The training setup every trial of a study gets: steps (None: the problem's default), the
+    learning-rate schedule and its warmup fraction, gradient clipping."""
 
-    name: str
-    problem: str
-    optimizers: tuple[str, ...] = ()
-    convention: str = "article"
-    budget: int = 0
-    seeds: int = 0
     steps: int | None = None
+    schedule: str = "constant"
+    warmup: float = 0.0
+    clip_grad_norm: float | None = None
+
+
+@dataclass(frozen=True)
+class TunedStudy:
+    """Every optimizer tuned with ``budget`` points over its search space (lr plus ``tune``),
+    selected on the mean held-out loss over ``selection_seeds`` seeds, then the chosen setting and
+    (with ``defaults``) the convention's defaults rerun over ``seeds`` fresh seeds."""
+
+    key: StudyKey
+    optimizers: tuple[str, ...]
+    convention: str = "article"
+    budget: int = 8
+    seeds: int = 3
     method: str = "grid"
-    extra: tuple[str, ...] = ()
+    tune: tuple[str, ...] = ()
     lr_range: tuple[float, float] = tuning.LR_RANGE
     defaults: bool = True
-    fixed: tuple[Trial, ...] = ()
+    selection_seeds: int = 1
+    setup: Setup = Setup()
+    problem_options: tuple[tuple[str, Any], ...] = ()
     trace: tuple[str, ...] = ()
+    optuna_storage: str | None = None
 
     def __post_init__(self) -> None:
         if self.method not in tuning.METHODS:
             raise ValueError(f"method must be one of {tuning.METHODS}, got {self.method!r}")
-        if self.budget < 0 or self.seeds < 0:
-            raise ValueError(f"budget and seeds must be >= 0, got {self.budget}, {self.seeds}")
-        if self.budget and not self.seeds:
-            raise ValueError("a tuned study needs seeds >= 1 for the reruns of the chosen setting")
+        for label, value, low in (("budget", self.budget, 1), ("seeds", self.seeds, 1), ("selection_seeds", self.selection_seeds, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{label} must be an integer >= {low}, got {value!r}")
+
+    @property
+    def problem(self) -> str:
+        return self.key.problem
 
     @property
     def n_runs(self) -> int:
-        per_optimizer = self.budget + self.seeds * ((1 if self.budget else 0) + (1 if self.defaults else 0))
-        return len(self.optimizers) * per_optimizer + len(self.fixed)
+        per_optimizer = self.budget * self.selection_seeds + self.seeds * (1 + (1 if self.defaults else 0))
+        return len(self.optimizers) * per_optimizer
+
+    def rerun_seeds(self) -> range:
+        return range(self.selection_seeds, self.selection_seeds + self.seeds)
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A given list of trials (mechanism studies, trajectories, baselines)."""
+
+    key: StudyKey
+    trials: tuple[Trial, ...]
+    trace: tuple[str, ...] = ()
+    problem_options: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def problem(self) -> str:
+        return self.key.problem
+
+    @property
+    def n_runs(self) -> int:
+        return len(set(self.trials))
+
+
+Study = TunedStudy | Sweep
 
 
 @dataclass
 class StudyResult:
+    """What a study produced. For a TunedStudy: ``tuning[o]`` every tuning run, ``points[o]`` the
+    tuned points with their selection objective, ``best[o]`` the chosen hyperparameters, ``tuned[o]``
+    and ``defaults[o]`` the reruns (in seed order). For a Sweep: ``runs``, in the order of its trials."""
+
     study: Study
     tuning: dict[str, list[RunResult]] = field(default_factory=dict)
+    points: dict[str, list[tuple[dict[str, float], float]]] = field(default_factory=dict)
     best: dict[str, dict[str, float]] = field(default_factory=dict)
     tuned: dict[str, list[RunResult]] = field(default_factory=dict)
     defaults: dict[str, list[RunResult]] = field(default_factory=dict)
-    fixed: list[RunResult] = field(default_factory=list)
+    runs: list[RunResult] = field(default_factory=list)
 
-    def runs(self) -> list[RunResult]:
-        out = list(self.fixed)
+    @property
+    def key(self) -> StudyKey:
+        return self.study.key
+
+    def all_runs(self) -> list[RunResult]:
+        out = list(self.runs)
         for group in (self.tuning, self.tuned, self.defaults):
             for rs in group.values():
                 out.extend(rs)
         return out
 
     def run_keys(self) -> list[str]:
-        return sorted({r.trial.run_key for r in self.runs()})
+        return sorted({r.trial.run_key for r in self.all_runs()})
+
+
+class MissingRuns(RuntimeError):
+    """`execute(..., stored_only=True)` found trials with no stored result."""
+
+    def __init__(self, key: StudyKey, trials: list[Trial]) -> None:
+        self.key, self.trials = key, trials
+        first = trials[0]
+        super().__init__(f"study {key}: {len(trials)} runs are not in the store (first: {first.optimizer} "
+                         f"{first.convention} {dict(first.hparams)} seed {first.seed} on {first.problem})")
+
+
+def by_kind(results: Mapping[StudyKey, StudyResult], kind: str) -> dict[str, StudyResult]:
+    """{problem: result} of the studies of `kind` in `results`, full mode's where present, else quick's."""
+    for mode in MODES + ("",):
+        found = {k.problem: r for k, r in results.items() if k.kind == kind and k.mode == mode}
+        if found:
+            return found
+    return {}
 
 
 def objective(result: RunResult, metric: str = "val_loss") -> float:
@@ -82,10 +177,107 @@ def objective(result: RunResult, metric: str = "val_loss") -> float:
     return value if math.isfinite(value) else math.inf
 
 
+def mean_objective(runs: Sequence[RunResult], metric: str = "val_loss") -> float:
+    """Mean held-out loss over seeds; inf when any run diverged or failed."""
+    values = [objective(r, metric) for r in runs]
+    return float(np.mean(values)) if values and all(map(math.isfinite, values)) else math.inf
+
+
 @functools.lru_cache(maxsize=8)
-def load_problem(name: str, device: str = "cpu"):
+def load_problem(name: str, device: str = "cpu", options: tuple[tuple[str, Any], ...] = ()):
     """Problems hold their data; build each once per process."""
-    return problems.get(name, device=device)
+    return problems.get(name, device=device, **dict(options))
+
+
+# ---- running trials through the store -----------------------------------------------------------
+
+
+def run_missing(
+    store: Store,
+    trials: Iterable[Trial],
+    job: Job,
+    backend: Backend | None = None,
+    batch_size: int | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> list[RunResult]:
+    """Run the trials that have no stored result and return the results of ALL `trials`, in order.
+
+    The missing trials are split into batches (of at most `batch_size`; and into at least one per
+    backend worker, so every worker stays busy), each batch's results written with ``put_many`` as
+    soon as it finishes, then ``on_batch(n)`` with the number of runs it held. If a batch raises,
+    the batches already finished stay stored and a second call runs only the rest.
+    """
+    backend = backend or LocalBackend()
+    trials = list(trials)
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1 or None, got {batch_size}")
+    todo = store.missing(trials)
+    fresh: dict[str, RunResult] = {}
+    batches = plan_batches(todo, backend.workers(), batch_size)
+    for index, results in backend.map(job, batches):
+        batch = batches[index]
+        expected = {t.run_key for t in batch}
+        results = [r for r in results if r.trial.run_key in expected]
+        store.put_many(results)  # what it did return is kept
+        lacking = expected - {r.trial.run_key for r in results}
+        if lacking:
+            raise RuntimeError(
+                f"the runner returned no result for {len(lacking)} of the {len(batch)} trials it "
+                f"was given; it must return one RunResult per trial"
+            )
+        fresh.update((r.trial.run_key, r) for r in results)
+        if on_batch is not None:
+            on_batch(len(batch))
+    stored = store.get_many(t for t in trials if t.run_key not in fresh)
+    by_key = {**stored, **fresh}
+    absent = [t for t in trials if t.run_key not in by_key]
+    if absent:  # another process replaced or deleted rows meanwhile; should not happen
+        raise RuntimeError(f"{len(absent)} trials have no result after running (first: {absent[0]})")
+    return [by_key[t.run_key] for t in trials]
+
+
+def plan_batches(trials: Sequence[Trial], workers: int = 1, batch_size: int | None = None) -> list[list[Trial]]:
+    """Split trials into batches of at most `batch_size` (in the order given) and, for several
+    workers, into more batches than workers, trials of one optimizer and seed kept together (they
+    share a code path and minibatches)."""
+    if not trials:
+        return []
+    ordered = list(trials)
+    n_batches = 1
+    if workers > 1:
+        ordered.sort(key=lambda t: (t.steps, t.optimizer, t.convention, t.seed, t.run_key))
+        # More batches than workers, so a worker that finishes early takes another (the costs of
+        # batches differ) and nobody idles at the end; a batch still holds many runs.
+        n_batches = min(len(ordered), workers * 4)
+    size = math.ceil(len(ordered) / n_batches)
+    if batch_size is not None:
+        size = min(size, batch_size)
+    return [list(ordered[i:i + size]) for i in range(0, len(ordered), size)]
+
+
+# ---- the executor ---------------------------------------------------------------------------------
+
+
+class _Runner:
+    """Runs (or, stored_only, looks up) trials of one study through the store, reporting progress."""
+
+    def __init__(self, study: Study, store: Store, job: Job, backend: Backend | None, progress: ProgressFn | None,
+                 batch_size: int | None, stored_only: bool) -> None:
+        self.study, self.store, self.job, self.backend = study, store, job, backend
+        self.progress, self.batch_size, self.stored_only = progress, batch_size, stored_only
+
+    def __call__(self, trials: list[Trial]) -> list[RunResult]:
+        if self.stored_only:
+            found = self.store.get_many(trials)
+            missing = [t for t in dict.fromkeys(trials) if t.run_key not in found]
+            if missing:
+                raise MissingRuns(self.study.key, missing)
+            return [found[t.run_key] for t in trials]
+        unique = list(dict.fromkeys(trials))
+        stored = len(unique) - len(self.store.missing(unique))
+        if self.progress is not None and stored:
+            self.progress(stored)
+        return run_missing(self.store, trials, self.job, self.backend, self.batch_size, self.progress)
 
 
 def execute(
@@ -95,78 +287,75 @@ def execute(
     progress: ProgressFn | None = None,
     problem=None,
     batch_size: int | None = None,
+    backend: Backend | None = None,
+    stored_only: bool = False,
+    factory: Callable[[], object] | None = None,
 ) -> StudyResult:
-    """Run `study` (only the runs the store lacks) and collect its results."""
-    problem = problem if problem is not None else load_problem(study.problem, str(device))
-    steps = study.steps or problem.default_steps
+    """Run `study` (only the runs the store lacks) and collect its results.
 
-    def runner(trials: list[Trial]) -> list[RunResult]:
-        return engine.run(problem, trials, device=device, trace=study.trace)
+    `problem`: a ready Problem (e.g. a user's model); by default the registry's, built once per
+    process. `factory`: how a worker in another process builds the same problem (backends other
+    than local); the default rebuilds a registry problem by name."""
+    if problem is None and not stored_only:
+        problem = load_problem(study.problem, str(device), study.problem_options)
+    if factory is None:
+        factory = functools.partial(load_problem, study.problem, str(device), study.problem_options)
+    job = Job(problem, factory, str(device), tuple(study.trace))
+    run = _Runner(study, store, job, backend, progress, batch_size, stored_only)
+    if isinstance(study, Sweep):
+        return StudyResult(study, runs=run(list(study.trials)))
+    steps = study.setup.steps or (problem.default_steps if problem is not None else None)
+    if steps is None:
+        steps = load_problem(study.problem, "cpu", study.problem_options).default_steps
+    return _tuned(study, run, steps)
 
-    def run(trials: list[Trial]) -> list[RunResult]:
-        last = [0]
 
-        def on_batch(done: int, total: int) -> None:
-            if progress is not None:
-                progress(done - last[0])
-            last[0] = done
+def trial_of(study: TunedStudy, optimizer: str, hparams: Mapping[str, float], seed: int, steps: int) -> Trial:
+    s = study.setup
+    return Trial(study.problem, optimizer, study.convention, dict(hparams), seed, steps, s.schedule, s.warmup,
+                 s.clip_grad_norm)
 
-        stored = len(trials) - len(store.missing(trials))
-        if progress is not None and stored:
-            progress(stored)
-        return run_missing(store, trials, runner, batch_size=batch_size, on_batch=on_batch)
 
-    def trial(optimizer: str, hparams: dict, seed: int) -> Trial:
-        return Trial(study.problem, optimizer, study.convention, hparams, seed, steps)
-
+def _tuned(study: TunedStudy, run: _Runner, steps: int) -> StudyResult:
     result = StudyResult(study)
-    if study.budget:
-        spaces = {o: tuning.space(o, study.extra, study.lr_range) for o in study.optimizers}
-        if study.method == "tpe":
-            for o in study.optimizers:
-                ran: list[RunResult] = []
+    seeds = range(study.selection_seeds)
 
-                def evaluate(points, o=o, ran=ran):
-                    ran.extend(run([trial(o, p, 0) for p in points]))
-                    return [objective(r) for r in ran[-len(points):]]
+    def evaluate(points: Mapping[str, list[dict[str, float]]]) -> dict[str, list[float]]:
+        """Run every optimizer's points on the selection seeds as ONE batch; mean objectives."""
+        trials = [trial_of(study, o, p, s, steps) for o, ps in points.items() for p in ps for s in seeds]
+        done = iter(run(trials))
+        values: dict[str, list[float]] = {}
+        for o, ps in points.items():
+            for p in ps:
+                runs = [next(done) for _ in seeds]
+                result.tuning.setdefault(o, []).extend(runs)
+                result.points.setdefault(o, []).append((dict(runs[0].trial.hparams), mean_objective(runs)))
+                values.setdefault(o, []).append(result.points[o][-1][1])
+        return values
 
-                tuning.tpe_search(spaces[o], study.budget, evaluate, seed=0)
-                result.tuning[o] = ran
-        else:
-            points = {
-                o: tuning.grid(spaces[o], study.budget) if study.method == "grid" else tuning.random_points(spaces[o], study.budget, seed=0)
-                for o in study.optimizers
-            }
-            all_trials = [trial(o, p, 0) for o in study.optimizers for p in points[o]]
-            done = run(all_trials)
-            for o in study.optimizers:
-                result.tuning[o] = [r for r in done if r.trial.optimizer == o]
-        for o in study.optimizers:
-            best = min(result.tuning[o], key=lambda r: (objective(r), r.trial.hparams.get("lr", 0.0)))
-            result.best[o] = dict(best.trial.hparams)
+    spaces = {o: tuning.space(o, study.tune, study.lr_range, study.convention) for o in study.optimizers}
+    if study.method == "tpe":
+        searches = {o: tuning.TPE(spaces[o], study.budget, seed=0, storage=study.optuna_storage,
+                                  study_name=None if study.optuna_storage is None else f"{study.key}/{o}")
+                    for o in study.optimizers}
+        while not all(s.done for s in searches.values()):
+            asked = {o: s.ask() for o, s in searches.items() if not s.done}
+            for o, values in evaluate(asked).items():
+                searches[o].tell(values)
+    else:
+        evaluate({o: tuning.grid(spaces[o], study.budget) if study.method == "grid"
+                  else tuning.random_points(spaces[o], study.budget, seed=0) for o in study.optimizers})
+    for o in study.optimizers:
+        # Ties (e.g. every point diverged) go to the smallest learning rate.
+        hparams, _ = min(result.points[o], key=lambda pv: (pv[1], pv[0].get("lr", 0.0)))
+        result.best[o] = hparams
 
-    seeds = range(1, study.seeds + 1)
-    reruns = []
-    if study.budget:
-        reruns += [trial(o, result.best[o], s) for o in study.optimizers for s in seeds]
+    reruns = [trial_of(study, o, result.best[o], s, steps) for o in study.optimizers for s in study.rerun_seeds()]
     if study.defaults:
-        reruns += [trial(o, {}, s) for o in study.optimizers for s in seeds]
-    if reruns:
-        done = {r.trial.run_key: r for r in run(reruns)}
-        for o in study.optimizers:
-            if study.budget:
-                result.tuned[o] = [done[trial(o, result.best[o], s).run_key] for s in seeds]
-            if study.defaults:
-                result.defaults[o] = [done[trial(o, {}, s).run_key] for s in seeds]
-    if study.fixed:
-        result.fixed = run(list(study.fixed))
+        reruns += [trial_of(study, o, {}, s, steps) for o in study.optimizers for s in study.rerun_seeds()]
+    done = {r.trial.run_key: r for r in run(reruns)}
+    for o in study.optimizers:
+        result.tuned[o] = [done[trial_of(study, o, result.best[o], s, steps).run_key] for s in study.rerun_seeds()]
+        if study.defaults:
+            result.defaults[o] = [done[trial_of(study, o, {}, s, steps).run_key] for s in study.rerun_seeds()]
     return result
-
-
-def execute_all(studies: Sequence[Study], store: Store, device: str = "cpu", progress: ProgressFn | None = None) -> dict[str, StudyResult]:
-    """Run several studies (each name once)."""
-    out: dict[str, StudyResult] = {}
-    for s in studies:
-        if s.name not in out:
-            out[s.name] = execute(s, store, device, progress)
-    return out

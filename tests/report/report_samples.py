@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 
-from optarena.claims.base import Plot, Series, Verdict
+from optarena.claims.base import Verdict
+from optarena.plots import Plot, Series
 
 LRS = [10.0 ** e for e in range(-5, 1)]  # 1e-5 ... 1: the learning-rate grid
 IDS = ["R1", "R2", "R3", "R4", "R5", "R6", "R7", "R8", "M1", "M2", "M3", "M4"]

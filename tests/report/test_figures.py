@@ -13,7 +13,7 @@ import pytest
 
 from report_samples import (LRS, bars_plot, curves_plot, profile_plot, rosenbrock_contour,
                       sensitivity_plot, trajectories_plot)
-from optarena.claims.base import Plot, Series
+from optarena.plots import Plot, Series
 from optarena.report.figures import render, to_data_uri
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -10,7 +10,8 @@ from html.parser import HTMLParser
 import numpy as np
 import pytest
 
-from optarena.claims.base import VERDICTS, Plot, Series
+from optarena.claims.base import VERDICTS
+from optarena.plots import Plot, Series
 from optarena.report import write_html, write_report
 from optarena.report.html import flatten, format_value
 

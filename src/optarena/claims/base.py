@@ -20,6 +20,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from optarena.plots import Plot, Series  # noqa: F401  (figure data lives in optarena.plots)
+
 VERDICTS = ("supported", "contradicted", "inconclusive")
 
 
@@ -34,37 +36,6 @@ def find_study(results: dict, names) -> Any:
         if n in results:
             return results[n]
     return None
-
-
-@dataclass
-class Series:
-    """One line (or band, or 2-D path) of a plot. ``lo``/``hi`` give an interval band when present."""
-
-    label: str
-    x: list[float]
-    y: list[float]
-    lo: list[float] | None = None
-    hi: list[float] | None = None
-
-
-@dataclass
-class Plot:
-    """A figure as data: ``kind`` is one of "curves", "bars", "profile", "trajectories".
-
-    For "trajectories", ``contour`` holds {"x": [...], "y": [...], "z": [[...]]} of the loss surface.
-    For "bars", each series has one x (category index) per bar and ``categories`` names them.
-    """
-
-    kind: str
-    title: str
-    xlabel: str
-    ylabel: str
-    series: list[Series]
-    logx: bool = False
-    logy: bool = False
-    contour: dict[str, Any] | None = None
-    categories: list[str] | None = None
-    caption: str = ""
 
 
 @dataclass

@@ -14,7 +14,8 @@ import numpy as np
 
 from optarena import problems, stats
 from optarena.claims import trajectories
-from optarena.claims.base import Plot, Series, Verdict, mode
+from optarena.claims.base import Verdict
+from optarena.plots import Plot, Series, mode
 from optarena.claims.m2_adagrad_decay import finite_mean
 from optarena.study import Study, StudyResult
 from optarena.trial import RunResult, Trial

@@ -14,7 +14,8 @@ import math
 import numpy as np
 
 from optarena import problems, stats
-from optarena.claims.base import Plot, Series, Verdict, mode
+from optarena.claims.base import Verdict
+from optarena.plots import Plot, Series, mode
 from optarena.claims.m2_adagrad_decay import band, effective_steps, finite_mean, found
 from optarena.rules import defaults
 from optarena.study import Study, StudyResult

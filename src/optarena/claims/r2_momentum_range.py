@@ -17,7 +17,8 @@ import math
 import numpy as np
 
 from optarena import stats
-from optarena.claims.base import Plot, Series, Verdict, mode
+from optarena.claims.base import Verdict
+from optarena.plots import Plot, Series, mode
 from optarena.study import Study, StudyResult
 from optarena.trial import RunResult, Trial
 

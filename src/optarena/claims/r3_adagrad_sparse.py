@@ -15,7 +15,8 @@ import math
 import numpy as np
 
 from optarena import stats
-from optarena.claims.base import Plot, Series, Verdict, find_study, mode
+from optarena.claims.base import Verdict
+from optarena.plots import Plot, Series, find_study, mode
 from optarena.study import Study, StudyResult, objective
 
 ID = "R3"

@@ -15,7 +15,8 @@ import math
 import numpy as np
 
 from optarena.claims import suite
-from optarena.claims.base import Plot, Verdict
+from optarena.claims.base import Verdict
+from optarena.plots import Plot
 from optarena.study import Study, StudyResult
 
 ID = "R4"

@@ -16,7 +16,8 @@ import numpy as np
 
 from optarena import stats
 from optarena.claims import suite
-from optarena.claims.base import Plot, Series, Verdict
+from optarena.claims.base import Verdict
+from optarena.plots import Plot, Series
 from optarena.study import Study, StudyResult
 
 ID = "R5"

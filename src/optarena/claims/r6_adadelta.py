@@ -15,7 +15,8 @@ import math
 import numpy as np
 
 from optarena.claims import suite
-from optarena.claims.base import Plot, Series, Verdict
+from optarena.claims.base import Verdict
+from optarena.plots import Plot, Series
 from optarena.claims.r1_sgd_tuning import MARGIN as WIDTH_MARGIN
 from optarena.claims.r1_sgd_tuning import widths
 from optarena.study import Study, StudyResult

@@ -32,7 +32,8 @@ from typing import Callable
 import numpy as np
 
 from optarena import stats
-from optarena.claims.base import Plot, Series, Verdict, find_study, mode
+from optarena.claims.base import Verdict
+from optarena.plots import Plot, Series, find_study, mode
 from optarena.store import Store, run_missing
 from optarena.study import Study, StudyResult, objective
 from optarena.trial import RunResult, Trial

@@ -32,7 +32,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 
 from optarena import stats
-from optarena.claims.base import Series
+from optarena.plots import Series
 from optarena.study import Study, StudyResult, objective
 from optarena.trial import RunResult
 

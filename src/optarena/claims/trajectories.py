@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from optarena import problems
-from optarena.claims.base import Plot, Series
+from optarena.plots import Plot, Series
 from optarena.study import Study, StudyResult
 from optarena.trial import RunResult, Trial
 

@@ -19,7 +19,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
-from optarena.claims.base import Plot, Series
+from optarena.plots import Plot, Series
 
 WIDTH_IN = 7.0
 HEIGHT_IN = 4.2

@@ -22,7 +22,8 @@ import jinja2
 from markupsafe import Markup
 
 import optarena
-from optarena.claims.base import Plot, Verdict
+from optarena.claims.base import Verdict
+from optarena.plots import Plot
 from optarena.report.figures import render, to_data_uri
 
 DEFAULT_TITLE = "optarena — the article's claims, tested"
