@@ -24,11 +24,11 @@ from markupsafe import Markup
 import optarena
 from optarena.claims.base import Verdict
 from optarena.plots import Plot
+from optarena.files import write_text_atomic
 from optarena.report.figures import render, to_data_uri
+from optarena.report.format import MAX_LIST_ITEMS, flatten, format_value, jsonable
 
 DEFAULT_TITLE = "optarena — the article's claims, tested"
-# Lists longer than this are cut in the details table (the full numbers are in verdicts.json).
-MAX_LIST_ITEMS = 24
 
 _environment = jinja2.Environment(
     loader=jinja2.PackageLoader("optarena.report", "templates"),
@@ -53,10 +53,8 @@ def write_report(
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    records = [_jsonable(v.as_json()) for v in verdicts]
-    (out_dir / "verdicts.json").write_text(
-        json.dumps(records, ensure_ascii=False, indent=2, allow_nan=False) + "\n", encoding="utf-8"
-    )
+    records = [jsonable(v.as_json()) for v in verdicts]
+    write_text_atomic(out_dir / "verdicts.json", json.dumps(records, ensure_ascii=False, indent=2, allow_nan=False) + "\n")
     return write_html(out_dir / "report.html", title, extra_sections or (), verdicts=verdicts,
                       meta=meta)
 
@@ -73,8 +71,14 @@ def write_html(
     any verdicts), then ``sections`` (dicts {"id", "title", "html", "plots"}); return ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_html(title, sections, verdicts=verdicts, meta=meta), encoding="utf-8")
+    write_text_atomic(path, render_html(title, sections, verdicts=verdicts, meta=meta))
     return path
+
+
+def render_template(name: str, **context: Any) -> Markup:
+    """A template of report/templates rendered with `context` (autoescaped), as trusted HTML to put
+    in a section's "html": the one way optarena builds HTML, never f-strings."""
+    return Markup(_environment.get_template(name).render(**context))
 
 
 def render_html(
@@ -175,74 +179,3 @@ class _UniqueIds:
             anchor, n = f"{base}-{n}", n + 1
         self.used.add(anchor)
         return anchor
-
-
-# ---- formatting ----
-
-
-def format_value(value: Any) -> str:
-    """Floats to 4 significant digits, lists of numbers joined, None as an em dash."""
-    value = _as_python(value)
-    if value is None:
-        return "—"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        x = float(value)
-        if math.isnan(x):
-            return "nan"
-        if math.isinf(x):
-            return "∞" if x > 0 else "−∞"
-        if float(x).is_integer() and abs(x) < 1e6:
-            return str(int(x))
-        return f"{x:.4g}"
-    if isinstance(value, (list, tuple)):
-        items = list(value)
-        shown = ", ".join(format_value(item) for item in items[:MAX_LIST_ITEMS])
-        if len(items) > MAX_LIST_ITEMS:
-            shown += f", … ({len(items) - MAX_LIST_ITEMS} more)"
-        return shown
-    return str(value)
-
-
-def flatten(details: Mapping[str, Any], prefix: str = "") -> list[tuple[str, str]]:
-    """Nested dicts as (key path, formatted value) rows:
-    {"a": {"b": 1.23456}} -> [("a.b", "1.235")]; lists of dicts by index: "runs[0].loss"."""
-    rows: list[tuple[str, str]] = []
-    for key, value in details.items():
-        path = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, Mapping):
-            rows.extend(flatten(value, path) if value else [(path, "{}")])
-        elif (isinstance(value, (list, tuple)) and value
-              and all(isinstance(item, Mapping) for item in value)):
-            for i, item in enumerate(value):
-                rows.extend(flatten(item, f"{path}[{i}]"))
-        else:
-            rows.append((path, format_value(value)))
-    return rows
-
-
-def _jsonable(value: Any) -> Any:
-    """Strict JSON: arrays and scalars of numpy or torch as Python values, tuples as lists,
-    non-finite floats as null (NaN is not JSON and breaks JavaScript parsers), anything else
-    unknown as its str."""
-    value = _as_python(value)
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if value is None or isinstance(value, (str, int, bool)):
-        return value
-    return str(value)
-
-
-def _as_python(value: Any) -> Any:
-    """numpy / torch arrays and scalars (anything with ``shape`` and ``tolist``) as Python lists
-    and numbers; other values unchanged."""
-    if hasattr(value, "shape") and hasattr(value, "tolist") and not isinstance(value, type):
-        return value.tolist()
-    return value
