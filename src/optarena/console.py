@@ -156,7 +156,9 @@ def progress(total: int, label: str, enabled: bool = True) -> Iterator[Callable[
 
 
 def run_command(command: str, body: Callable[[], int | None], on_interrupt: Callable[[], str] | None = None) -> int:
-    """Run a command's body with the exit-code convention of this module."""
+    """Run a command's body with the exit-code convention of this module: UsageError -> one line
+    on stderr, exit 2; RunFailed -> one line, exit 1; Ctrl-C -> one line from `on_interrupt()`
+    (how many runs are stored), exit 130, no traceback. Other exceptions are bugs and propagate."""
     try:
         return int(body() or EXIT_OK)
     except UsageError as e:
@@ -166,6 +168,14 @@ def run_command(command: str, body: Callable[[], int | None], on_interrupt: Call
         error(command, str(e))
         return EXIT_FAILED
     except KeyboardInterrupt:
-        message = on_interrupt() if on_interrupt is not None else "interrupted"
+        message = "interrupted; rerun to resume"
+        if on_interrupt is not None:
+            # The summary (e.g. "interrupted; 12 runs stored, rerun to resume") must not turn the
+            # one line into a traceback when it cannot be had (a store closed mid-write, ...).
+            try:
+                message = on_interrupt()
+            except Exception:
+                pass
+        # The leading newline ends a progress bar's line, so the message starts a line of its own.
         print(f"\noptarena {command}: {message}", file=sys.stderr)
         return EXIT_INTERRUPTED

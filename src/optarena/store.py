@@ -1,8 +1,11 @@
 """Results on disk: the only module that touches the database.
 
 One SQLite file in WAL mode with one table, `runs`, holding one row per run keyed by
-`Trial.run_key` (a hash of the trial and the optarena version, so a new version never reuses an
-old result). Every `put_many` is one transaction: a killed process loses at most the batch in
+`Trial.run_key` (a hash of the trial, the optarena version and the source of the code that
+determines results, so changed code never reuses an old result). The file carries its format in
+`PRAGMA user_version` (`SCHEMA_VERSION`); a file of another format, an older table layout or a
+file that is not a SQLite database is refused with a `StoreError` when the store is opened, before
+any training. Every row read is re-hashed and checked against its key. Every `put_many` is one transaction: a killed process loses at most the batch in
 flight, and `optarena.study.run_missing` resumes a study by running only the trials that have no row yet.
 
 Two processes may share a file: WAL lets readers go on while one writer commits, and a writer
@@ -16,6 +19,8 @@ diverged run's `nan` survives the round trip.
 from __future__ import annotations
 
 import csv
+import errno
+import io
 import json
 import os
 import sqlite3
@@ -24,9 +29,19 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from optarena import trial as _trial_module
+from optarena.console import UsageError
+from optarena.files import write_text_atomic
 from optarena.trial import RunResult, Trial
 
-__all__ = ["Store"]
+__all__ = ["SCHEMA_VERSION", "Store", "StoreError"]
+
+# The format of the file: bump it whenever _SCHEMA or the meaning of a column changes.
+SCHEMA_VERSION = 2
+
+
+class StoreError(UsageError):
+    """A store file that cannot be used as it is (wrong format, not a database, a tampered row,
+    a full disk): the message names the file and what to do; the CLI prints it and exits 2."""
 
 BUSY_TIMEOUT_S = 30.0
 # Keys per `IN (...)` query; well under SQLite's limit on bound variables (999 before 3.32).
@@ -35,7 +50,7 @@ _CHUNK = 500
 _COLUMNS = (
     "run_key", "problem", "optimizer", "convention", "seed", "steps", "schedule", "warmup", "clip_grad_norm",
     "hparams", "status", "final", "curve", "trace", "step_time", "wall_time", "diverged_at", "error",
-    "created_at", "version",
+    "created_at", "version", "code",
 )
 
 _SCHEMA = """
@@ -59,7 +74,8 @@ CREATE TABLE IF NOT EXISTS runs (
     diverged_at INTEGER,
     error       TEXT,
     created_at  TEXT NOT NULL,
-    version     TEXT NOT NULL
+    version     TEXT NOT NULL,
+    code        TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS runs_problem_optimizer ON runs (problem, optimizer);
 """
@@ -84,6 +100,10 @@ def _dumps(obj: Any) -> str:
     return json.dumps(obj, default=_to_builtin, allow_nan=True, separators=(",", ":"))
 
 
+def _current_code() -> str:
+    return _trial_module.code_fingerprint()
+
+
 def _row_of(result: RunResult, version: str, created_at: str) -> tuple:
     t = result.trial
     return (
@@ -91,11 +111,27 @@ def _row_of(result: RunResult, version: str, created_at: str) -> tuple:
         float(t.warmup), t.clip_grad_norm, _dumps(dict(t.hparams)), result.status, _dumps(result.final),
         _dumps(result.curve), _dumps(result.trace), _dumps(result.step_time), float(result.wall_time),
         None if result.diverged_at is None else int(result.diverged_at), result.error,
-        created_at, version,
+        created_at, version, _current_code(),
     )
 
 
-def _result_of(row: sqlite3.Row) -> RunResult:
+def _result_of(row: sqlite3.Row, where: str) -> RunResult:
+    """The row as a RunResult; StoreError if it does not decode or (for a row of this version
+    and code, whose key can be recomputed) if its trial does not hash to its run_key."""
+    key = row["run_key"]
+    try:
+        result = _decode(row)
+    except (ValueError, TypeError, KeyError) as e:
+        raise StoreError(f"store {where}: the row of run {key} is broken ({e}); "
+                         f"delete that row or use a new --store path") from None
+    current = row["version"] == _current_version() and row["code"] == _current_code()
+    if current and result.trial.run_key != key:
+        raise StoreError(f"store {where}: the row of run {key} does not match its key (it was "
+                         f"changed after it was written); delete that row or use a new --store path")
+    return result
+
+
+def _decode(row: sqlite3.Row) -> RunResult:
     trial = Trial(
         problem=row["problem"], optimizer=row["optimizer"], convention=row["convention"],
         hparams=json.loads(row["hparams"]), seed=row["seed"], steps=row["steps"],
@@ -107,6 +143,11 @@ def _result_of(row: sqlite3.Row) -> RunResult:
         diverged_at=row["diverged_at"], error=row["error"], trace=json.loads(row["trace"]),
         step_time=json.loads(row["step_time"]),
     )
+
+
+def _before_commit() -> None:
+    """Called inside put_many's transaction just before COMMIT; a seam for the fault tests
+    (a kill or a full disk at that point), a no-op otherwise."""
 
 
 def _chunks(seq: Sequence, size: int = _CHUNK) -> Iterable[Sequence]:
@@ -141,12 +182,7 @@ class Store:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             target = str(self.path)
         # isolation_level=None: no implicit transactions; put_many opens its own.
-        self._conn = sqlite3.connect(target, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-        self._conn.row_factory = sqlite3.Row
-        self._conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-        self._conn.execute("PRAGMA journal_mode = WAL")
-        self._conn.execute("PRAGMA synchronous = NORMAL")
-        self._conn.executescript(_SCHEMA)
+        self._open(target)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -160,7 +196,58 @@ class Store:
         self.close()
 
     def __repr__(self) -> str:
-        return f"Store({str(self.path) if self.path else ':memory:'!r})"
+        return f"Store({self._where_name!r})"
+
+    @property
+    def _where_name(self) -> str:
+        return str(self.path) if self.path else ":memory:"
+
+    def _open(self, target: str) -> None:
+        """Connect, set up WAL, and create or check the format (StoreError if it is not ours)."""
+        fix = "use a new --store path (or move this file away)"
+        try:
+            self._conn = sqlite3.connect(target, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            self._conn.row_factory = sqlite3.Row
+            self._conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            self._conn.execute("PRAGMA journal_mode = WAL")
+            self._conn.execute("PRAGMA synchronous = NORMAL")
+            # quick_check reads every page: a truncated or overwritten file fails here, not later.
+            check = self._conn.execute("PRAGMA quick_check").fetchone()[0]
+            if check != "ok":
+                raise sqlite3.DatabaseError(check)
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+                tables = {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+                if version == 0 and not tables:
+                    # Statement by statement: executescript would COMMIT the open transaction first.
+                    for statement in filter(str.strip, _SCHEMA.split(";")):
+                        self._conn.execute(statement)
+                    self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                    version = SCHEMA_VERSION
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+        except sqlite3.DatabaseError as e:
+            self._close_quietly()
+            raise StoreError(f"store {self._where_name}: not a readable optarena store ({e}); {fix}") from None
+        if version != SCHEMA_VERSION:
+            self._close_quietly()
+            found = "an older table layout (no format version)" if version == 0 else f"format {version}"
+            raise StoreError(f"store {self._where_name}: {found}, this optarena reads format "
+                             f"{SCHEMA_VERSION}; {fix}")
+        columns = tuple(r[1] for r in self._conn.execute("PRAGMA table_info(runs)"))
+        if columns != _COLUMNS:
+            self._close_quietly()
+            raise StoreError(f"store {self._where_name}: the runs table has columns {list(columns)}, "
+                             f"expected {list(_COLUMNS)}; {fix}")
+
+    def _close_quietly(self) -> None:
+        try:
+            self._conn.close()
+        except sqlite3.Error:
+            pass
 
     @property
     def journal_mode(self) -> str:
@@ -179,15 +266,25 @@ class Store:
         placeholders = ",".join("?" * len(_COLUMNS))
         # BEGIN IMMEDIATE takes the write lock up front, so a second process waits (busy_timeout)
         # instead of failing halfway through a deferred transaction.
-        self._conn.execute("BEGIN IMMEDIATE")
         try:
-            self._conn.executemany(
-                f"INSERT OR REPLACE INTO runs ({','.join(_COLUMNS)}) VALUES ({placeholders})", rows
-            )
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
-        self._conn.execute("COMMIT")
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.executemany(
+                    f"INSERT OR REPLACE INTO runs ({','.join(_COLUMNS)}) VALUES ({placeholders})", rows
+                )
+                _before_commit()
+                self._conn.execute("COMMIT")
+            except BaseException:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
+        except (sqlite3.OperationalError, OSError) as e:
+            full = getattr(e, "errno", None) == errno.ENOSPC or "full" in str(e)
+            if not full:
+                raise
+            raise StoreError(f"store {self._where_name}: the disk is full ({e}); none of these "
+                             f"{len(rows)} runs was written, the stored ones are intact; free space "
+                             f"and rerun to resume") from None
 
     def put(self, result: RunResult) -> None:
         self.put_many([result])
@@ -196,7 +293,7 @@ class Store:
 
     def get(self, trial: Trial) -> RunResult | None:
         row = self._conn.execute("SELECT * FROM runs WHERE run_key = ?", (trial.run_key,)).fetchone()
-        return None if row is None else _result_of(row)
+        return None if row is None else _result_of(row, self._where_name)
 
     def get_many(self, trials: Iterable[Trial]) -> dict[str, RunResult]:
         """Stored results of `trials`, by run_key; trials with no row are left out."""
@@ -205,7 +302,7 @@ class Store:
         for chunk in _chunks(keys):
             query = f"SELECT * FROM runs WHERE run_key IN ({','.join('?' * len(chunk))})"
             for row in self._conn.execute(query, chunk):
-                found[row["run_key"]] = _result_of(row)
+                found[row["run_key"]] = _result_of(row, self._where_name)
         return found
 
     def _present_keys(self, keys: Sequence[str], rerun_failed: bool) -> set[str]:
@@ -236,12 +333,13 @@ class Store:
     ) -> list[RunResult]:
         """Stored results matching the filters, in the order they were written.
 
-        Only runs of the current optarena version by default: a run of another version has a
-        different key, and its trial would not find it again. `all_versions=True` returns all.
+        Only runs of the current optarena version and code by default: a run of other code has a
+        different key, and its trial would not find it again. `all_versions=True` returns all
+        (their keys cannot be rechecked: the code that made them is gone).
         """
         where, args = self._where(problem, optimizer, status, all_versions)
         rows = self._conn.execute(f"SELECT * FROM runs{where} ORDER BY rowid", args)
-        return [_result_of(row) for row in rows]
+        return [_result_of(row, self._where_name) for row in rows]
 
     def __len__(self) -> int:
         return self._conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
@@ -259,8 +357,8 @@ class Store:
                 clauses.append(f"{column} = ?")
                 args.append(value)
         if not all_versions:
-            clauses.append("version = ?")
-            args.append(_current_version())
+            clauses.extend(("version = ?", "code = ?"))
+            args.extend((_current_version(), _current_code()))
         return (" WHERE " + " AND ".join(clauses) if clauses else ""), args
 
     # -- export ---------------------------------------------------------------------------------
@@ -303,33 +401,8 @@ class Store:
     def export_csv(self, path: str | os.PathLike, **filters: Any) -> Path:
         """Write one row per run (see `records` for the columns; NaN is written as `nan`)."""
         columns, records = self.records(**filters)
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(records)
-        return path
-
-    def export_parquet(self, path: str | os.PathLike, **filters: Any) -> Path:
-        """Write one row per run to a Parquet file (see `records` for the columns)."""
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        columns, records = self.records(**filters)
-        types = {"seed": pa.int64(), "steps": pa.int64(), "diverged_at": pa.int64(),
-                 "wall_time": pa.float64()}
-        fields = []
-        for c in columns:
-            if c in types:
-                fields.append(pa.field(c, types[c]))
-            elif c.startswith(("hp_", "final_")):
-                fields.append(pa.field(c, pa.float64()))
-            else:
-                fields.append(pa.field(c, pa.string()))
-        schema = pa.schema(fields)
-        table = pa.table({c: [r[c] for r in records] for c in columns}, schema=schema)
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table, path)
-        return path
+        buffer = io.StringIO(newline="")
+        writer = csv.DictWriter(buffer, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(records)
+        return write_text_atomic(path, buffer.getvalue())

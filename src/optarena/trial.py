@@ -7,12 +7,20 @@ optarena version, so the same trial is never run twice by the store.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from pathlib import Path
+
 from optarena import __version__, schedules
+
+# The code that determines a run's numbers: its source is hashed into every run_key, so that a
+# stored result of changed code is never reused silently (a version number is bumped by hand and
+# was forgotten before). Paths relative to the package folder; folders contribute every .py file.
+RESULT_CODE = ("rules", "problems", "engine.py", "schedules.py")
 
 STATUSES = ("done", "diverged", "failed")
 
@@ -72,8 +80,34 @@ class Trial:
 
     @property
     def run_key(self) -> str:
-        payload = json.dumps({**self.as_dict(), "version": __version__}, sort_keys=True)
-        return hashlib.sha256(payload.encode()).hexdigest()[:32]
+        """sha256 of the trial, the optarena version and `code_fingerprint()` (32 hex digits).
+
+        Cached on the instance (the trial is frozen); the same in every process."""
+        cached = self.__dict__.get("_run_key")
+        if cached is None:
+            payload = json.dumps({**self.as_dict(), "version": __version__, "code": code_fingerprint()},
+                                 sort_keys=True)
+            cached = hashlib.sha256(payload.encode()).hexdigest()[:32]
+            object.__setattr__(self, "_run_key", cached)
+        return cached
+
+
+@functools.lru_cache(maxsize=1)
+def code_fingerprint() -> str:
+    """sha256 (16 hex digits) of the source files in `RESULT_CODE`, read once per process.
+
+    Files are hashed by their path relative to the package and their bytes, in sorted order, so
+    the fingerprint does not depend on where the package is installed."""
+    root = Path(__file__).resolve().parent
+    files: list[Path] = []
+    for name in RESULT_CODE:
+        target = root / name
+        files.extend(sorted(target.rglob("*.py")) if target.is_dir() else [target])
+    digest = hashlib.sha256()
+    for path in sorted(files):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
 
 
 @dataclass
