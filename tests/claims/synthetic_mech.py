@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from optarena.study import Study, StudyResult
+from optarena.study import Study, StudyKey, StudyResult, Sweep
 from optarena.trial import RunResult, Trial
 
 
@@ -28,9 +28,10 @@ def run(problem: str, optimizer: str, hparams: dict, seed: int, steps: int = 100
 
 def fixed(name: str, problem: str, runs: list[RunResult], trace: tuple[str, ...] = ()) -> StudyResult:
     """A StudyResult of fixed trials (sweeps, mechanisms)."""
-    steps = runs[0].trial.steps if runs else None
-    study = Study(name, problem, steps=steps, defaults=False, fixed=tuple(r.trial for r in runs), trace=trace)
-    return StudyResult(study, fixed=list(runs))
+    key = name if isinstance(name, StudyKey) else StudyKey(*name.split("/"))
+    assert key.problem == problem, (key, problem)
+    study = Sweep(key, tuple(r.trial for r in runs), trace=trace)
+    return StudyResult(study, runs=list(runs))
 
 
 def tuned(study: Study, reruns: dict[str, list[RunResult]], best: dict[str, dict],

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from optarena.study import Study, StudyResult
+from optarena.study import StudyKey, StudyResult, TunedStudy
 from optarena.trial import RunResult, Trial
 
 START_LOSS = 10.0
@@ -63,7 +63,9 @@ def study_result(
     optimizers = tuple(optimizers or dict.fromkeys([*tuning, *tuned, *defaults]))
     seeds = max([len(v) for v in [*tuned.values(), *defaults.values()]] or [1])
     lrs = list(lrs) if lrs is not None else lr_grid(len(next(iter(tuning.values()))) if tuning else 12)
-    study = Study(name, problem, optimizers, budget=len(lrs) if tuning else 0, seeds=seeds, defaults=bool(defaults))
+    key = name if isinstance(name, StudyKey) else StudyKey(*name.split("/"))
+    assert key.problem == problem, (key, problem)
+    study = TunedStudy(key, optimizers, budget=max(len(lrs), 1), seeds=seeds, defaults=bool(defaults))
     result = StudyResult(study)
     for o, losses in tuning.items():
         assert len(losses) == len(lrs), f"{o}: one loss per lr"

@@ -47,7 +47,7 @@ def test_text_is_quoted_from_the_article():
 
 def test_design_equal_learning_rates_in_sgds_stable_range():
     studies = m1.design(True)
-    assert [s.name for s in studies] == ["M1/narrow_valley/quick", "trajectories/rosenbrock/quick",
+    assert [str(s.key) for s in studies] == ["M1/narrow_valley/quick", "trajectories/rosenbrock/quick",
                                          "trajectories/narrow_valley/quick"]
     main = studies[0]
     assert main.trace == ("params",) and main.steps == 100
@@ -57,20 +57,20 @@ def test_design_equal_learning_rates_in_sgds_stable_range():
     assert lrs == pytest.approx([f * limit for f in (0.3, 0.5, 0.7, 0.9)])
     for lr in lrs:
         for seed in range(1, m1.SEEDS[True] + 1):
-            keys = {(t.optimizer, t.convention) for t in main.fixed if t.hparams["lr"] == lr and t.seed == seed}
+            keys = {(t.optimizer, t.convention) for t in main.trials if t.hparams["lr"] == lr and t.seed == seed}
             assert keys == {("sgd", "article"), ("momentum", "article"), ("momentum", "pytorch")}
-    assert all(t.hparams.get("momentum", m1.BETA) == m1.BETA for t in main.fixed)
+    assert all(t.hparams.get("momentum", m1.BETA) == m1.BETA for t in main.trials)
     full = m1.design(False)[0]
-    assert len(full.fixed) > len(main.fixed) and full.steps == 200
+    assert len(full.trials) > len(main.trials) and full.steps == 200
 
 
 def test_trajectories_study_has_all_eight_optimizers():
     for quick in (True, False):
         for s in trajectories.design(quick):
             assert s.trace == ("params",)
-            assert sorted(t.optimizer for t in s.fixed) == sorted(trajectories.OPTIMIZERS)
+            assert sorted(t.optimizer for t in s.trials) == sorted(trajectories.OPTIMIZERS)
             assert len(trajectories.OPTIMIZERS) == 8
-            assert s.name == f"trajectories/{s.problem}/{'quick' if quick else 'full'}"
+            assert str(s.key) == f"trajectories/{s.problem}/{'quick' if quick else 'full'}"
 
 
 @pytest.mark.parametrize("ci, n, expected", [
@@ -135,15 +135,15 @@ def test_tiny_run_through_engine_and_store():
     store = Store()
     study = m1.study(True, seeds=2, steps=50)
     result = execute(study, store)
-    traj = {s.name: execute(s, store) for s in trajectories.design(True)}
-    assert len(store) == len(study.fixed) + 16
-    v = m1.verdict({study.name: result, **traj})
+    traj = {s.key: execute(s, store) for s in trajectories.design(True)}
+    assert len(store) == len(study.trials) + 16
+    v = m1.verdict({study.key: result, **traj})
     assert v.verdict in VERDICTS
     assert math.isfinite(v.effect) and v.details["pairs"] == 8
     titles = [p.title for p in v.plots]
     assert any("rosenbrock" in t for t in titles) and any("All eight" in t and "narrow_valley" in t for t in titles)
     # Trajectories are 2-D paths on the problem's contour.
-    traj_plot = trajectories.plot(traj["trajectories/rosenbrock/quick"])
+    traj_plot = trajectories.plot(traj[trajectories.name("rosenbrock", True)])
     assert traj_plot.contour["minimum"] == [1.0, 1.0] and len(traj_plot.series) == 8
     z = traj_plot.contour["z"]
     assert len(z) == len(traj_plot.contour["y"]) and len(z[0]) == len(traj_plot.contour["x"])

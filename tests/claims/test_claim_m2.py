@@ -38,14 +38,14 @@ def test_text_is_quoted_from_the_article():
 
 def test_design():
     quick = m2.design(True)
-    assert [s.name for s in quick] == ["M2/noisy_quadratic/quick", "M2/quadratic_deepobs/quick"]
+    assert [str(s.key) for s in quick] == ["M2/noisy_quadratic/quick", "M2/quadratic_deepobs/quick"]
     for s in quick:
         assert s.trace == ("effective_step",) and s.steps == 1000
-        assert {t.optimizer for t in s.fixed} == {"adagrad", "rmsprop"}
-        assert {t.convention for t in s.fixed} == {"article"}
-        assert len(s.fixed) == 2 * 3 * m2.SEEDS[True]
+        assert {t.optimizer for t in s.trials} == {"adagrad", "rmsprop"}
+        assert {t.convention for t in s.trials} == {"article"}
+        assert len(s.trials) == 2 * 3 * m2.SEEDS[True]
     full = m2.design(False)
-    assert "M2/digits_mlp/full" in [s.name for s in full]
+    assert "M2/digits_mlp/full" in [str(s.key) for s in full]
     assert all(s.steps >= 1000 for s in full)
 
 
@@ -107,7 +107,7 @@ def test_tiny_run_through_engine_and_store():
     store = Store()
     study = m2.study("noisy_quadratic", True, seeds=2, steps=100)
     result = execute(study, store)
-    assert all(len(r.trace["effective_step"]) == 100 for r in result.fixed)
-    v = m2.verdict({study.name: result})
+    assert all(len(r.trace["effective_step"]) == 100 for r in result.runs)
+    v = m2.verdict({study.key: result})
     assert v.verdict in VERDICTS and v.details["pairs"] == 6
     assert v.details["per_problem"]["noisy_quadratic"]["adagrad"]["shrink_decades"] < 0

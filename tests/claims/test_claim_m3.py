@@ -37,10 +37,10 @@ def test_text_is_quoted_from_the_article():
 
 def test_design():
     (s,) = m3.design(True)
-    assert s.name == "M3/scale_shift_quadratic/quick" and s.steps == 400
+    assert str(s.key) == "M3/scale_shift_quadratic/quick" and s.steps == 400
     assert set(s.trace) == {"effective_step", "update_norm", "loss"}
-    assert {t.optimizer for t in s.fixed} == {"adagrad", "rmsprop"}
-    assert len(s.fixed) == 2 * len(m3.LRS[True]) * m3.SEEDS[True]
+    assert {t.optimizer for t in s.trials} == {"adagrad", "rmsprop"}
+    assert len(s.trials) == 2 * len(m3.LRS[True]) * m3.SEEDS[True]
     assert (SHIFT, FACTOR) == (200, 100.0)
     assert m3.POST == (20, 60)  # 2 and 6 memory lengths of RMSprop's alpha = 0.9
 
@@ -95,7 +95,7 @@ def test_verdict_fields_and_json():
 def test_tiny_run_through_engine_and_store():
     store = Store()
     study = m3.study(True, seeds=2, lrs=(0.01, 0.03, 0.1))
-    v = m3.verdict({study.name: execute(study, store)})
+    v = m3.verdict({study.key: execute(study, store)})
     assert v.verdict in VERDICTS and v.details["pairs"] == 6
     per = v.details["per_optimizer"]
     # RMSprop forgets the old gradient scale; AdaGrad's accumulated G keeps it.

@@ -44,13 +44,13 @@ def test_text_is_quoted_from_the_article():
 
 def test_design_toggles_bias_correction_as_a_bool():
     studies = m4.design(True)
-    assert [s.name for s in studies] == ["M4/quadratic_deepobs/quick", "M4/noisy_quadratic/quick"]
+    assert [str(s.key) for s in studies] == ["M4/quadratic_deepobs/quick", "M4/noisy_quadratic/quick"]
     for s in studies:
         assert s.steps == m4.STEPS and set(s.trace) == {"update_norm", "loss"}
-        flags = {t.hparams["bias_correction"] for t in s.fixed}
+        flags = {t.hparams["bias_correction"] for t in s.trials}
         assert flags == {True, False} and all(isinstance(f, bool) for f in flags)
-        assert {t.optimizer for t in s.fixed} == {"adam"} and {t.convention for t in s.fixed} == {"article"}
-    assert "M4/digits_mlp/full" in [s.name for s in m4.design(False)]
+        assert {t.optimizer for t in s.trials} == {"adam"} and {t.convention for t in s.trials} == {"article"}
+    assert "M4/digits_mlp/full" in [str(s.key) for s in m4.design(False)]
 
 
 def test_expected_ratio_matches_uncorrected_adam_on_a_steady_gradient():
@@ -110,8 +110,8 @@ def test_tiny_run_through_engine_and_store():
     store = Store()
     study = m4.study(PROBLEM, True, seeds=2, steps=60)
     result = execute(study, store)
-    assert {r.status for r in result.fixed} == {"done"}
-    v = m4.verdict({study.name: result})
+    assert {r.status for r in result.runs} == {"done"}
+    v = m4.verdict({study.key: result})
     assert v.verdict in VERDICTS and v.details["pairs"] == 6
     per = v.details["per_problem"][PROBLEM]
     # Adam's first step is exactly lr*sign(g) with correction, sqrt(1000)/10 times that without.

@@ -13,7 +13,7 @@ from optarena import problems, tuning
 from optarena.claims import r1_sgd_tuning as r1
 from optarena.claims import r4_rmsprop_vs_adam, r5_adam_default, r6_adadelta, suite
 from optarena.store import Store
-from optarena.study import Study, execute
+from optarena.study import Setup, TunedStudy, execute
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTICLE = next((p for p in (ROOT / "shared", ROOT.parent / "shared") if p.exists()), ROOT / "shared") / "seed" / "optimizers-article.zh.txt"
@@ -98,8 +98,8 @@ def test_text_is_quoted_from_the_article():
         assert claim.TEXT_ZH in article, claim.ID
 
 
-def _lrs(study: Study) -> list[float]:
-    points = tuning.grid(tuning.space(study.optimizers[0], study.extra, study.lr_range), study.budget)
+def _lrs(study: TunedStudy) -> list[float]:
+    points = tuning.grid(tuning.space(study.optimizers[0], study.tune, study.lr_range, study.convention), study.budget)
     return sorted({p["lr"] for p in points})
 
 
@@ -109,7 +109,7 @@ def test_design_meets_the_protocol(quick):
     assert [s.problem for s in studies] == list(suite.QUICK_PROBLEMS if quick else suite.FULL_PROBLEMS)
     for s in studies:
         assert s.optimizers == suite.OPTIMIZERS and s.convention == "article" and s.method == "grid"
-        assert s.name == f"tuned/{s.problem}/{'quick' if quick else 'full'}"
+        assert str(s.key) == f"tuned/{s.problem}/{'quick' if quick else 'full'}"
         assert s.problem in problems.names()
         assert s.defaults
         lrs = _lrs(s)
@@ -131,12 +131,12 @@ def test_claims_share_the_same_study_objects(quick):
 
 def test_end_to_end_on_a_tiny_study():
     """The plumbing: engine -> store -> StudyResult -> verdict (one problem: inconclusive by rule)."""
-    study = Study(suite.study_name("tuned", "noisy_quadratic", True), "noisy_quadratic", ("sgd", "adam"),
-                  budget=4, seeds=2, steps=30)
+    study = TunedStudy(suite.study_name("tuned", "noisy_quadratic", True), ("sgd", "adam"), budget=4, seeds=2,
+                       setup=Setup(30))
     with Store() as store:
         result = execute(study, store)
-        assert len(store.missing([r.trial for r in result.runs()])) == 0
-    v = r1.verdict({study.name: result})
+        assert len(store.missing([r.trial for r in result.all_runs()])) == 0
+    v = r1.verdict({study.key: result})
     assert v.verdict == "inconclusive"
     assert v.problems == ["noisy_quadratic"] and v.budget == 4 and v.seeds == 1
     assert set(v.run_keys) == set(result.run_keys()) and len(v.run_keys) == study.n_runs

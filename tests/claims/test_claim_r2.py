@@ -54,19 +54,19 @@ def test_text_is_quoted_from_the_article():
 
 def test_design():
     quick = r2.design(True)
-    assert [s.name for s in quick] == ["R2/quadratic_deepobs/quick", "R2/noisy_quadratic/quick"]
+    assert [str(s.key) for s in quick] == ["R2/quadratic_deepobs/quick", "R2/noisy_quadratic/quick"]
     for s in quick:
-        assert s.convention == "article" and not s.budget and not s.defaults
-        ms = {t.hparams["momentum"] for t in s.fixed}
+        assert {t.convention for t in s.trials} == {"article"}
+        ms = {t.hparams["momentum"] for t in s.trials}
         assert ms == set(r2.MOMENTA) and {0.8, 0.85, 0.9} <= ms
-        lrs = {t.hparams["lr"] for t in s.fixed}
+        lrs = {t.hparams["lr"] for t in s.trials}
         assert len(lrs) == 13 and min(lrs) == pytest.approx(1e-3) and max(lrs) == pytest.approx(1.0)
-        assert len(s.fixed) == len(r2.MOMENTA) * 13 * r2.SEEDS[True]
-        assert {t.seed for t in s.fixed} == set(range(1, r2.SEEDS[True] + 1))
-    full = [s.name for s in r2.design(False)]
+        assert len(s.trials) == len(r2.MOMENTA) * 13 * r2.SEEDS[True]
+        assert {t.seed for t in s.trials} == set(range(1, r2.SEEDS[True] + 1))
+    full = [str(s.key) for s in r2.design(False)]
     assert "R2/digits_mlp/full" in full and "R2-heavy-ball/quadratic_deepobs/full" in full
-    heavy = next(s for s in r2.design(False) if s.name.startswith("R2-heavy-ball"))
-    assert {t.convention for t in heavy.fixed} == {"pytorch"}
+    heavy = next(s for s in r2.design(False) if str(s.key).startswith("R2-heavy-ball"))
+    assert {t.convention for t in heavy.trials} == {"pytorch"}
 
 
 @pytest.mark.parametrize("in_range, ci, expected", [
@@ -91,17 +91,17 @@ def test_decide(classes, seeds, expected):
 
 def test_sweep_picks_lr_per_momentum_and_the_best_momentum():
     name, result = sweep("noisy_quadratic", quality(0.85))
-    s = r2.Sweep(result)
+    s = r2.MomentumGrid(result)
     value, j = s.best_per_momentum()
     assert all(s.lrs[k] == 0.03 for k in j)
     assert s.best() == 0.85 and s.gap() == 0.0
     name, result = sweep("noisy_quadratic", quality(0.5, at={0.85: 1.2}), noise=0.0)
-    assert r2.Sweep(result).gap() == pytest.approx(math.log(1.2))
+    assert r2.MomentumGrid(result).gap() == pytest.approx(math.log(1.2))
 
 
 def test_diverged_runs_cannot_be_chosen():
     name, result = sweep("noisy_quadratic", quality(0.85), diverge=((0.85, 0.03),))
-    s = r2.Sweep(result)
+    s = r2.MomentumGrid(result)
     _, j = s.best_per_momentum()
     assert s.lrs[j[s.momenta.index(0.85)]] != 0.03
 
@@ -145,7 +145,7 @@ def test_verdict_fields_and_json():
 def test_tiny_run_through_engine_and_store():
     store = Store()
     studies = [r2.study(p, True, seeds=3, steps=40, lrs=(0.01, 0.1), momenta=(0.0, 0.85, 0.99)) for p in PROBLEMS]
-    res = {s.name: execute(s, store) for s in studies}
+    res = {s.key: execute(s, store) for s in studies}
     assert len(store) == 2 * 3 * 2 * 3
     v = r2.verdict(res)
     assert v.verdict in VERDICTS and math.isfinite(v.effect)

@@ -14,7 +14,7 @@ from optarena import problems
 from optarena.claims import r3_adagrad_sparse as r3
 from optarena.claims.base import VERDICTS
 from optarena.store import Store
-from optarena.study import Study, execute
+from optarena.study import Setup, TunedStudy, execute
 from test_claim_m1 import quoted
 
 
@@ -34,7 +34,7 @@ def tuned(rare: dict[str, float], loss: dict[str, float], noise: float = 0.001, 
     tuning = {o: [syn.run(r3.PROBLEM, o, {"lr": lr}, 0, 300, final={"val_loss": 0.5 + abs(math.log10(lr) + 1)})
                   for lr in (0.01, 0.1, 1.0)] for o in r3.OPTIMIZERS}
     result = syn.tuned(study, reruns, {o: {"lr": 0.1} for o in r3.OPTIMIZERS}, tuning)
-    return {study.name: result}
+    return {study.key: result}
 
 
 GOOD_RARE = {"sgd": 0.99, "adagrad": 0.98, "adam": 0.978}
@@ -47,7 +47,7 @@ def test_text_is_quoted_from_the_article():
 
 def test_design_same_budget_for_all_three():
     (s,) = r3.design(True)
-    assert s.name == "R3/sparse_zipf/quick" and s.problem == "sparse_zipf"
+    assert str(s.key) == "R3/sparse_zipf/quick" and s.problem == "sparse_zipf"
     assert s.optimizers == ("sgd", "adagrad", "adam") and s.convention == "article"
     assert (s.budget, s.seeds, s.steps, s.method, s.defaults) == (10, 3, 300, "grid", False)
     assert s.lr_range == pytest.approx((1e-3, 10**1.5))
@@ -102,11 +102,11 @@ def test_verdict_fields_and_json():
 
 def test_tiny_tuned_study_through_engine_and_store():
     small = problems.get("sparse_zipf", n_features=2000, n_train=600, n_val=200, batch_size=32)
-    study = Study(r3.name(True), r3.PROBLEM, r3.OPTIMIZERS, budget=3, seeds=3, steps=30, lr_range=(0.01, 1.0),
-                  defaults=False)
+    study = TunedStudy(r3.name(True), r3.OPTIMIZERS, budget=3, seeds=3, lr_range=(0.01, 1.0), defaults=False,
+                       setup=Setup(30))
     store = Store()
     result = execute(study, store, problem=small)
     assert len(store) == 3 * 3 + 3 * 3
-    v = r3.verdict({study.name: result})
+    v = r3.verdict({study.key: result})
     assert v.verdict in VERDICTS and v.seeds == 3 and math.isfinite(v.effect)
     assert set(v.details["chosen_lr"]) == set(r3.OPTIMIZERS)

@@ -97,7 +97,7 @@ def test_design_meets_the_protocol(quick):
     assert all(s.defaults for s in studies)  # tuned and untuned
     assert [s.problem for s in studies] == ["deep_mlp", "residual_mlp"]
     for s in studies:
-        lrs = sorted({p["lr"] for p in tuning.grid(tuning.space("adam", s.extra, s.lr_range), s.budget)})
+        lrs = sorted({p["lr"] for p in tuning.grid(tuning.space("adam", s.tune, s.lr_range, s.convention), s.budget)})
         assert len(lrs) >= 36 and s.seeds >= 10
         assert lrs[0] == pytest.approx(1e-5) and lrs[-1] == pytest.approx(1e2)
 

@@ -13,6 +13,7 @@ from optarena import problems
 from optarena.claims import r8_ftrl_large_linear as r8
 from optarena.claims.base import VERDICTS
 from optarena.store import Store
+from optarena.study import execute
 from test_claim_m1 import quoted
 
 GOOD = {
@@ -24,6 +25,7 @@ GOOD = {
 
 
 def fabricated(metrics: dict, seeds=(1, 2, 3), keras_seeds=(1,), noise: float = 0.0005) -> dict:
+    """R8's two sweeps (tuning grid on seed 0, reruns) with chosen metrics, as the runner returns them."""
     rng = np.random.default_rng(0)
     study = r8.study(True)
     reruns = {}
@@ -36,12 +38,14 @@ def fabricated(metrics: dict, seeds=(1, 2, 3), keras_seeds=(1,), noise: float = 
             if m == "keras_ftrl":
                 final = {**reruns["ftrl"][list(seeds).index(s)].final, **{k: v for k, v in metrics[m].items() if k == "nonzero"}}
                 final["val_loss"] += metrics[m]["val_loss"] - metrics["ftrl"]["val_loss"]
-            reruns[m].append(syn.run(r8.PROBLEM, m, {"lr": 0.3}, s, study.steps, convention=r8.CONVENTIONS[m], final=final))
-    tuning = {m: [syn.run(r8.PROBLEM, m, hp, 0, study.steps, convention=r8.CONVENTIONS[m],
-                          final={"val_loss": 0.53 + 0.001 * i, "nonzero": 1000.0 * (i + 1), "auc": 0.74})
-                  for i, hp in enumerate(r8.GRIDS[m])] for m in r8.TUNED}
-    result = syn.tuned(study, reruns, {m: {"lr": 0.3} for m in r8.METHODS}, tuning)
-    return {study.name: result}
+            reruns[m].append(syn.run(r8.PROBLEM, r8.RUNNER_NAMES[m], {"lr": 0.3, "n_train": 20000}, s, study.steps,
+                                     convention=r8.CONVENTIONS[m], final=final))
+    tuning = [syn.run(r8.PROBLEM, r8.RUNNER_NAMES[m], {**hp, "n_train": 20000}, 0, study.steps, convention=r8.CONVENTIONS[m],
+                      final={"val_loss": 0.53 + 0.001 * i, "nonzero": 1000.0 * (i + 1), "auc": 0.74})
+              for m in r8.TUNED for i, hp in enumerate(r8.GRIDS[m])]
+    rerun_runs = [r for m in r8.METHODS for r in reruns[m]]
+    return {study.key: syn.fixed(study.key, r8.PROBLEM, tuning),
+            r8.rerun_key(True): syn.fixed(r8.rerun_key(True), r8.PROBLEM, rerun_runs)}
 
 
 def test_text_is_quoted_from_the_article():
@@ -50,15 +54,17 @@ def test_text_is_quoted_from_the_article():
 
 def test_design_lists_the_tuning_grid_as_fixed_trials():
     (s,) = r8.design(True)
-    assert s.name == "R8/sparse_ctr/quick" and s.problem == "sparse_ctr"
+    assert str(s.key) == "R8/sparse_ctr/quick" and s.problem == "sparse_ctr"
     assert s.steps == r8.steps_for(20_000, 1) == 157
-    assert len(s.fixed) == 18 and {t.seed for t in s.fixed} == {0}
-    assert {(t.optimizer, t.convention) for t in s.fixed} == {("ftrl", "article"), ("adagrad", "article"),
+    assert len(s.trials) == 18 and {t.seed for t in s.trials} == {0}
+    assert {(t.optimizer, t.convention) for t in s.trials} == {("sparse_ftrl", "article"), ("sparse_adagrad", "article"),
                                                                 ("sklearn_sgd_l1", "sklearn")}
-    assert all(t.hparams["l1"] > 0 for t in s.fixed if t.optimizer == "ftrl")
+    assert all(t.hparams["l1"] > 0 for t in s.trials if t.optimizer == "sparse_ftrl")
+    assert all(t.hparams["n_train"] == 20_000 for t in s.trials)
+    assert r8.planned_runs(True) == 18 + 3 * 3 + 1
     assert all(len(r8.GRIDS[m]) == 6 for m in r8.TUNED)  # the same budget for each
     (f,) = r8.design(False)
-    assert f.steps == r8.steps_for(100_000, 1) and f.name.endswith("/full")
+    assert f.steps == r8.steps_for(100_000, 1) and f.key.mode == "full"
 
 
 def test_keras_translation():
@@ -102,26 +108,38 @@ def test_verdict_fields_and_json():
     res = fabricated(GOOD)
     v = r8.verdict(res)
     assert v.id == "R8" and v.rule == r8.RULE and v.problems == ["sparse_ctr"] and v.budget == 6 and v.seeds == 3
-    assert v.run_keys == res[r8.name(True)].run_keys()
+    assert v.run_keys == sorted(set(res[r8.name(True)].run_keys()) | set(res[r8.rerun_key(True)].run_keys()))
     assert [p.kind for p in v.plots] == ["bars", "bars", "bars", "curves"]
     assert v.plots[0].categories == list(r8.METHODS)
     json.dumps(v.as_dict())
     assert r8.verdict({}).verdict == "inconclusive"
 
 
-def test_run_on_a_small_problem_stores_resumes_and_agrees_with_keras(monkeypatch):
+def test_runs_on_a_small_problem_store_resume_and_agree_with_keras(monkeypatch):
+    """Both stages through the one executor and the registered baseline runners."""
+    from optarena.problems import sparse_baselines
+
     try:
-        r8._keras()  # imports keras on the torch backend, as R8's runner does
+        sparse_baselines._keras()  # imports keras on the torch backend, as the runner does
     except Exception as e:  # pragma: no cover - depends on the environment
         pytest.skip(f"keras with the torch backend is not available: {e}")
     small = problems.get("sparse_ctr", n_features=2**12, n_train=1500, n_val=500)
     settings = {"n_train": 1000, "seeds": 2, "keras_seeds": 1}
     store = Store()
     counted = []
-    out = r8.run(store, True, progress=counted.append, problem=small, settings=settings)
-    (result,) = out.values()
-    assert result.study.name == "R8/sparse_ctr/quick"
+
+    def run_all():
+        results = {}
+        first = r8.study(True, settings)
+        results[first.key] = execute(first, store, progress=counted.append, problem=small)
+        for s in r8.followup(True, results, settings):
+            results[s.key] = execute(s, store, progress=counted.append, problem=small)
+        return results
+
+    out = run_all()
+    assert set(out) == {r8.name(True), r8.rerun_key(True)}
     assert len(store) == 18 + 3 * 2 + 1 and sum(counted) == len(store)
+    result = r8.assemble(out[r8.name(True)], out[r8.rerun_key(True)])
     for m in r8.METHODS:
         for r in result.tuned[m]:
             assert r.status == "done", r.error
@@ -137,6 +155,6 @@ def test_run_on_a_small_problem_stores_resumes_and_agrees_with_keras(monkeypatch
     def no_training(*args, **kwargs):
         raise AssertionError("a stored run was trained again")
 
-    monkeypatch.setattr(r8, "train", no_training)
-    again = r8.run(store, True, problem=small, settings=settings)
-    assert again[result.study.name].run_keys() == result.run_keys()
+    monkeypatch.setattr(sparse_baselines, "train", no_training)
+    again = run_all()
+    assert {k: r.run_keys() for k, r in again.items()} == {k: r.run_keys() for k, r in out.items()}

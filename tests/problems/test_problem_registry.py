@@ -135,8 +135,11 @@ def test_batched_runs_equal_runs_alone(build, stacked_batch, name):
         loss_r, grads_r = _loss_and_grads(p, one, one_batch)
         torch.testing.assert_close(loss_r[0], loss[r], rtol=1e-6, atol=1e-7)
         for k in grads:
+            # float32 with other matrix shapes (one run vs a stack: the convolutions' reductions are
+            # summed in another order): gradients agree to a few ulps of their largest entry, ~2e-6
+            # relative measured on mnist_cnn; 1e-5 leaves room and still catches mixing of runs (O(1)).
             scale = grads[k][r].abs().max().item()
-            torch.testing.assert_close(grads_r[k][0], grads[k][r], rtol=1e-6, atol=1e-6 * scale + 1e-12)
+            torch.testing.assert_close(grads_r[k][0], grads[k][r], rtol=1e-5, atol=1e-5 * scale + 1e-12)
 
 
 @pytest.mark.parametrize("name", NAMES)

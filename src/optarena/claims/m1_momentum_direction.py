@@ -15,9 +15,10 @@ import numpy as np
 from optarena import problems, stats
 from optarena.claims import trajectories
 from optarena.claims.base import Verdict
-from optarena.plots import Plot, Series, mode
+from optarena.claims.base import mode
+from optarena.plots import Plot, Series
 from optarena.claims.m2_adagrad_decay import finite_mean
-from optarena.study import Study, StudyResult
+from optarena.study import Study, StudyKey, StudyResult, Sweep
 from optarena.trial import RunResult, Trial
 
 ID = "M1"
@@ -52,8 +53,8 @@ RULE = (
 )
 
 
-def name(quick: bool) -> str:
-    return f"{ID}/{PROBLEM}/{mode(quick)}"
+def name(quick: bool) -> StudyKey:
+    return StudyKey(ID, PROBLEM, mode(quick))
 
 
 def stability_limit() -> float:
@@ -83,7 +84,7 @@ def _trials(lrs, seeds, steps) -> list[Trial]:
 def study(quick: bool, seeds: int | None = None, steps: int | None = None) -> Study:
     steps = steps or STEPS[quick]
     trials = _trials(learning_rates(quick), range(1, (seeds or SEEDS[quick]) + 1), steps)
-    return Study(name(quick), PROBLEM, steps=steps, defaults=False, fixed=tuple(trials), trace=("params",))
+    return Sweep(name(quick), tuple(trials), trace=("params",))
 
 
 def design(quick: bool) -> list[Study]:
@@ -161,16 +162,16 @@ def _empty(reason: str, results) -> Verdict:
 
 def verdict(results: dict[str, StudyResult]) -> Verdict:
     key, result = _find(results)
-    if result is None or not result.fixed:
+    if result is None or not result.runs:
         return _empty("No M1 runs in the results.", results)
     steep = problems.get(PROBLEM).steep_direction
-    quick = key.endswith("/quick")
+    quick = key.mode == "quick"
     equal_lrs = set(learning_rates(quick))
     rate: dict[tuple[str, float, int], float] = {}
     cosine: dict[tuple[str, float, int], float] = {}
     final: dict[tuple[str, float, int], float] = {}
     runs: dict[tuple[str, float, int], RunResult] = {}
-    for r in result.fixed:
+    for r in result.runs:
         k = (_label(r), float(r.trial.hparams["lr"]), int(r.trial.seed))
         rate[k] = sign_change_rate(r, steep)
         cosine[k] = direction_consistency(r)

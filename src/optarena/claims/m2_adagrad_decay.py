@@ -15,8 +15,9 @@ import numpy as np
 
 from optarena import stats
 from optarena.claims.base import Verdict
-from optarena.plots import Plot, Series, mode
-from optarena.study import Study, StudyResult
+from optarena.claims.base import mode
+from optarena.plots import Plot, Series
+from optarena.study import Study, StudyKey, StudyResult, Sweep, by_kind
 from optarena.trial import RunResult, Trial
 
 ID = "M2"
@@ -55,8 +56,8 @@ RULE = (
 )
 
 
-def name(problem: str, quick: bool) -> str:
-    return f"{ID}/{problem}/{mode(quick)}"
+def name(problem: str, quick: bool) -> StudyKey:
+    return StudyKey(ID, problem, mode(quick))
 
 
 def study(problem: str, quick: bool, seeds: int | None = None, steps: int | None = None,
@@ -67,7 +68,7 @@ def study(problem: str, quick: bool, seeds: int | None = None, steps: int | None
         Trial(problem, o, "article", {"lr": lr}, s, steps)
         for o in OPTIMIZERS for lr in lrs for s in range(1, (seeds or SEEDS[quick]) + 1)
     )
-    return Study(name(problem, quick), problem, steps=steps, defaults=False, fixed=trials, trace=("effective_step",))
+    return Sweep(name(problem, quick), tuple(trials), trace=("effective_step",))
 
 
 def design(quick: bool) -> list[Study]:
@@ -133,13 +134,9 @@ def decide(adagrad_mean: float, adagrad_ci: tuple[float, float], diff_ci: tuple[
 # -- verdict -----------------------------------------------------------------------------------------
 
 
-def found(results: dict[str, StudyResult], id_: str = ID) -> dict[str, StudyResult]:
+def found(results: dict[StudyKey, StudyResult], id_: str = ID) -> dict[str, StudyResult]:
     """This claim's studies present in `results` (full mode preferred), keyed by problem."""
-    for mode in ("full", "quick"):
-        mine = {k.split("/")[1]: v for k, v in results.items() if k.startswith(f"{id_}/") and k.endswith(f"/{mode}")}
-        if mine:
-            return mine
-    return {}
+    return by_kind(results, id_)
 
 
 def _verdict(outcome, effect, ci, problems, seeds, summary, details=None, plots=None, keys=None) -> Verdict:
@@ -157,7 +154,7 @@ def verdict(results: dict[str, StudyResult]) -> Verdict:
     values: dict[tuple[str, str, float, int], float] = {}
     slopes: dict[tuple[str, str, float, int], float] = {}
     for problem, result in mine.items():
-        for r in result.fixed:
+        for r in result.runs:
             k = (problem, r.trial.optimizer, float(r.trial.hparams["lr"]), int(r.trial.seed))
             values[k] = shrink(r)
             slopes[k] = late_slope(r)
@@ -224,13 +221,13 @@ def band(runs: list[RunResult], points: np.ndarray) -> tuple[list, list, list]:
 
 
 def _effective_step_plot(problem: str, result: StudyResult) -> Plot:
-    lrs = sorted({float(r.trial.hparams["lr"]) for r in result.fixed})
+    lrs = sorted({float(r.trial.hparams["lr"]) for r in result.runs})
     lr = lrs[len(lrs) // 2] if lrs else math.nan
     series = []
     steps = result.study.steps or 0
     points = log_points(steps) if steps else np.zeros(0, dtype=int)
     for o in OPTIMIZERS:
-        runs = [r for r in result.fixed if r.trial.optimizer == o and float(r.trial.hparams["lr"]) == lr]
+        runs = [r for r in result.runs if r.trial.optimizer == o and float(r.trial.hparams["lr"]) == lr]
         y, lo, hi = band(runs, points)
         if y:
             series.append(Series(o, (points[: len(y)] + 1).tolist(), y, lo, hi))

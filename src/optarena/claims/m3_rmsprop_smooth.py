@@ -15,10 +15,11 @@ import numpy as np
 
 from optarena import problems, stats
 from optarena.claims.base import Verdict
-from optarena.plots import Plot, Series, mode
+from optarena.claims.base import mode
+from optarena.plots import Plot, Series
 from optarena.claims.m2_adagrad_decay import band, effective_steps, finite_mean, found
 from optarena.rules import defaults
-from optarena.study import Study, StudyResult
+from optarena.study import Study, StudyKey, StudyResult, Sweep
 from optarena.trial import RunResult, Trial
 
 ID = "M3"
@@ -55,8 +56,8 @@ RULE = (
 )
 
 
-def name(quick: bool) -> str:
-    return f"{ID}/{PROBLEM}/{mode(quick)}"
+def name(quick: bool) -> StudyKey:
+    return StudyKey(ID, PROBLEM, mode(quick))
 
 
 def study(quick: bool, seeds: int | None = None, lrs: tuple[float, ...] | None = None) -> Study:
@@ -65,8 +66,7 @@ def study(quick: bool, seeds: int | None = None, lrs: tuple[float, ...] | None =
         Trial(PROBLEM, o, "article", {"lr": lr}, s, steps)
         for o in OPTIMIZERS for lr in (lrs or LRS[quick]) for s in range(1, (seeds or SEEDS[quick]) + 1)
     )
-    return Study(name(quick), PROBLEM, steps=steps, defaults=False, fixed=trials,
-                 trace=("effective_step", "update_norm", "loss"))
+    return Sweep(name(quick), trials, trace=("effective_step", "update_norm", "loss"))
 
 
 def design(quick: bool) -> list[Study]:
@@ -142,11 +142,11 @@ def _verdict(outcome, effect, ci, seeds, summary, details=None, plots=None, keys
 
 def verdict(results: dict[str, StudyResult]) -> Verdict:
     result = found(results, ID).get(PROBLEM)
-    if result is None or not result.fixed:
+    if result is None or not result.runs:
         return _verdict("inconclusive", math.nan, (math.nan, math.nan), 0, "No M3 runs in the results.")
     shift_step, factor = shift()
     error, ragged, jump, final = {}, {}, {}, {}
-    for r in result.fixed:
+    for r in result.runs:
         k = (r.trial.optimizer, float(r.trial.hparams["lr"]), int(r.trial.seed))
         error[k] = readaptation_error(r, shift_step, factor)
         ragged[k] = jitter(r)
@@ -200,13 +200,13 @@ def verdict(results: dict[str, StudyResult]) -> Verdict:
 
 
 def _plots(result: StudyResult, shift_step: int) -> list[Plot]:
-    lrs = sorted({float(r.trial.hparams["lr"]) for r in result.fixed})
+    lrs = sorted({float(r.trial.hparams["lr"]) for r in result.runs})
     lr = lrs[len(lrs) // 2]
     steps = result.study.steps or 0
     points = np.arange(steps)
     step_series, loss_series = [], []
     for o in OPTIMIZERS:
-        runs = [r for r in result.fixed if r.trial.optimizer == o and float(r.trial.hparams["lr"]) == lr and r.status == "done"]
+        runs = [r for r in result.runs if r.trial.optimizer == o and float(r.trial.hparams["lr"]) == lr and r.status == "done"]
         if not runs:
             continue
         y, lo, hi = band(runs, points)

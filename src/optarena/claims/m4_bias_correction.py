@@ -16,10 +16,11 @@ import numpy as np
 
 from optarena import problems, stats
 from optarena.claims.base import Verdict
-from optarena.plots import Plot, Series, mode
+from optarena.claims.base import mode
+from optarena.plots import Plot, Series
 from optarena.claims.m2_adagrad_decay import found
 from optarena.rules import defaults
-from optarena.study import Study, StudyResult
+from optarena.study import Study, StudyKey, StudyResult, Sweep
 from optarena.trial import RunResult, Trial
 
 ID = "M4"
@@ -49,8 +50,8 @@ RULE = (
 )
 
 
-def name(problem: str, quick: bool) -> str:
-    return f"{ID}/{problem}/{mode(quick)}"
+def name(problem: str, quick: bool) -> StudyKey:
+    return StudyKey(ID, problem, mode(quick))
 
 
 def study(problem: str, quick: bool, seeds: int | None = None, steps: int = STEPS) -> Study:
@@ -58,7 +59,7 @@ def study(problem: str, quick: bool, seeds: int | None = None, steps: int = STEP
         Trial(problem, "adam", "article", {"lr": lr, "bias_correction": bc}, s, steps)
         for bc in (True, False) for lr in LRS[problem] for s in range(1, (seeds or SEEDS[quick]) + 1)
     )
-    return Study(name(problem, quick), problem, steps=steps, defaults=False, fixed=trials, trace=("update_norm", "loss"))
+    return Sweep(name(problem, quick), tuple(trials), trace=("update_norm", "loss"))
 
 
 def design(quick: bool) -> list[Study]:
@@ -129,7 +130,7 @@ def verdict(results: dict[str, StudyResult]) -> Verdict:
     dims = {}
     for problem, result in mine.items():
         dims[problem] = n_parameters(problem)
-        for r in result.fixed:
+        for r in result.runs:
             k = (problem, bool(r.trial.hparams.get("bias_correction", True)), float(r.trial.hparams["lr"]), int(r.trial.seed))
             size[k] = first_step_size(r, dims[problem])
             loss10[k] = early_loss(r, 10)
@@ -190,13 +191,13 @@ def verdict(results: dict[str, StudyResult]) -> Verdict:
 
 
 def _plots(problem: str, result: StudyResult, n_params: int, shown: int = 50) -> list[Plot]:
-    lrs = sorted({float(r.trial.hparams["lr"]) for r in result.fixed})
+    lrs = sorted({float(r.trial.hparams["lr"]) for r in result.runs})
     lr = lrs[len(lrs) // 2]
     d = defaults("adam", "article")
     t = np.arange(1, shown + 1)
     size_series, loss_series = [], []
     for bc in (True, False):
-        runs = [r for r in result.fixed if r.status == "done" and float(r.trial.hparams["lr"]) == lr
+        runs = [r for r in result.runs if r.status == "done" and float(r.trial.hparams["lr"]) == lr
                 and bool(r.trial.hparams.get("bias_correction", True)) == bc]
         label = "with bias correction" if bc else "without bias correction"
         if not runs:

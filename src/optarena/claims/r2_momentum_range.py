@@ -18,8 +18,9 @@ import numpy as np
 
 from optarena import stats
 from optarena.claims.base import Verdict
-from optarena.plots import Plot, Series, mode
-from optarena.study import Study, StudyResult
+from optarena.claims.base import mode
+from optarena.plots import Plot, Series
+from optarena.study import Study, StudyKey, StudyResult, Sweep, by_kind
 from optarena.trial import RunResult, Trial
 
 ID = "R2"
@@ -71,9 +72,9 @@ RULE = (
 )
 
 
-def name(problem: str, quick: bool, convention: str = "article") -> str:
+def name(problem: str, quick: bool, convention: str = "article") -> StudyKey:
     tag = "" if convention == "article" else "-heavy-ball"
-    return f"{ID}{tag}/{problem}/{mode(quick)}"
+    return StudyKey(ID + tag, problem, mode(quick))
 
 
 def study(problem: str, quick: bool, convention: str = "article", seeds: int | None = None,
@@ -85,7 +86,7 @@ def study(problem: str, quick: bool, convention: str = "article", seeds: int | N
         Trial(problem, "momentum", convention, {"lr": lr, "momentum": m}, s, steps)
         for m in momenta for lr in lrs for s in range(1, (seeds or SEEDS[quick]) + 1)
     )
-    return Study(name(problem, quick, convention), problem, convention=convention, steps=steps, defaults=False, fixed=trials)
+    return Sweep(name(problem, quick, convention), tuple(trials))
 
 
 def design(quick: bool) -> list[Study]:
@@ -107,11 +108,11 @@ def tail_loss(run: RunResult, tail: int = TAIL) -> float:
     return v if math.isfinite(v) else DIVERGED
 
 
-class Sweep:
+class MomentumGrid:
     """Tail losses of one study as an array (momentum, lr, seed), and the choices made on it."""
 
     def __init__(self, result: StudyResult):
-        runs = result.fixed
+        runs = result.runs
         self.momenta = sorted({float(r.trial.hparams["momentum"]) for r in runs})
         self.lrs = sorted({float(r.trial.hparams["lr"]) for r in runs})
         self.seeds = sorted({int(r.trial.seed) for r in runs})
@@ -164,7 +165,7 @@ def decide(classes: list[str], n_seeds: int) -> str:
 
 def analyse(result: StudyResult) -> dict:
     """Per-problem numbers: best momentum, gap and its interval, chosen lrs, losses relative to the best."""
-    sweep = Sweep(result)
+    sweep = MomentumGrid(result)
     index = np.arange(len(sweep.seeds))
     value, j = sweep.best_per_momentum()
     gap = sweep.gap()
@@ -198,19 +199,16 @@ def analyse(result: StudyResult) -> dict:
 # -- verdict -----------------------------------------------------------------------------------------
 
 
-def found(results: dict[str, StudyResult], prefix: str = ID) -> dict[str, StudyResult]:
-    for mode in ("full", "quick"):
-        mine = {k.split("/")[1]: v for k, v in results.items() if k.split("/")[0] == prefix and k.endswith(f"/{mode}")}
-        if mine:
-            return mine
-    return {}
+def found(results: dict[StudyKey, StudyResult], prefix: str = ID) -> dict[str, StudyResult]:
+    """This claim's studies of kind `prefix` in `results` (full mode preferred), keyed by problem."""
+    return by_kind(results, prefix)
 
 
 def verdict(results: dict[str, StudyResult]) -> Verdict:
-    mine = {p: r for p, r in found(results).items() if r.fixed}
-    heavy = {p: r for p, r in found(results, f"{ID}-heavy-ball").items() if r.fixed}
+    mine = {p: r for p, r in found(results).items() if r.runs}
+    heavy = {p: r for p, r in found(results, f"{ID}-heavy-ball").items() if r.runs}
     keys = sorted({k for r in (*mine.values(), *heavy.values()) for k in r.run_keys()})
-    budget = max((len({float(x.trial.hparams["lr"]) for x in r.fixed}) for r in mine.values()), default=0)
+    budget = max((len({float(x.trial.hparams["lr"]) for x in r.runs}) for r in mine.values()), default=0)
     if not mine:
         return Verdict(ID, TEXT_ZH, TEXT_EN, "inconclusive", math.nan, (math.nan, math.nan), [], 0, 0, RULE,
                        effect_name="log loss gap of the best momentum in [0.8, 0.9] to the best momentum",

@@ -16,8 +16,9 @@ import numpy as np
 
 from optarena import stats
 from optarena.claims.base import Verdict
-from optarena.plots import Plot, Series, find_study, mode
-from optarena.study import Study, StudyResult, objective
+from optarena.claims.base import find_study, mode
+from optarena.plots import Plot, Series
+from optarena.study import Setup, Study, StudyKey, StudyResult, TunedStudy, objective
 
 ID = "R3"
 TEXT_ZH = "Adagrad 会为不经常更新的参数提供更大的学习率,适合处理稀疏数据。"
@@ -50,14 +51,14 @@ RULE = (
 )
 
 
-def name(quick: bool) -> str:
-    return f"{ID}/{PROBLEM}/{mode(quick)}"
+def name(quick: bool) -> StudyKey:
+    return StudyKey(ID, PROBLEM, mode(quick))
 
 
 def study(quick: bool) -> Study:
     lr_range, budget, seeds, steps = SETTINGS[quick]
-    return Study(name(quick), PROBLEM, OPTIMIZERS, "article", budget=budget, seeds=seeds, steps=steps,
-                 method="grid", lr_range=lr_range, defaults=False)
+    return TunedStudy(name(quick), OPTIMIZERS, "article", budget=budget, seeds=seeds, method="grid",
+                      lr_range=lr_range, defaults=False, setup=Setup(steps))
 
 
 def design(quick: bool) -> list[Study]:

@@ -11,10 +11,12 @@ the features present (sparse updates). Compared:
 - ``keras_ftrl``: Keras 3's Ftrl (an established implementation) with FTRL's chosen hyperparameters
   translated (Keras l2 = paper lambda_2 / 2, initial_accumulator_value 0, same beta).
 
-The engine is dense and batched over runs, so these runs are made here (``run``), one at a time, and
-stored as ordinary RunResults (problem "sparse_ctr"; optimizer names above; conventions "article",
-"keras", "sklearn"; final metrics val_loss, auc, nonzero), so the verdict stays a pure function of
-stored results and the runs resume after an interruption.
+The engine is dense and batched over runs, so these runs are made one at a time by the runners of
+``optarena.problems.sparse_baselines`` (optimizer names sparse_ftrl, sparse_adagrad, sklearn_sgd_l1,
+keras_ftrl), through the one study executor like every other run: two sweeps, the tuning grid
+(``design``) and the reruns of the chosen settings (``followup``, built from the first sweep's
+results), so the verdict stays a pure function of stored results and the runs resume after an
+interruption.
 
 The minibatch loss is the SUM of the examples' log losses: the gradient of a feature is then what
 per-example online learning sees, so FTRL's beta and l1 keep the paper's per-example scale.
@@ -23,19 +25,14 @@ per-example online learning sees, so FTRL's beta and l1 keep the paper's per-exa
 from __future__ import annotations
 
 import math
-import os
-import sys
-import time
-import traceback
-from typing import Callable
 
 import numpy as np
 
 from optarena import stats
-from optarena.claims.base import Verdict
-from optarena.plots import Plot, Series, find_study, mode
-from optarena.store import Store, run_missing
-from optarena.study import Study, StudyResult, objective
+from optarena.claims.base import Verdict, mode
+from optarena.plots import Plot, Series
+from optarena.problems.sparse_baselines import BATCH, steps_for
+from optarena.study import StudyKey, StudyResult, Sweep, objective
 from optarena.trial import RunResult, Trial
 
 ID = "R8"
@@ -47,7 +44,10 @@ METHODS = ("ftrl", "adagrad", "sklearn_sgd_l1", "keras_ftrl")
 TUNED = ("ftrl", "adagrad", "sklearn_sgd_l1")
 COMPETITORS = ("adagrad", "sklearn_sgd_l1")
 CONVENTIONS = {"ftrl": "article", "adagrad": "article", "sklearn_sgd_l1": "sklearn", "keras_ftrl": "keras"}
-BATCH = 128
+# R8's methods are run by optarena.problems.sparse_baselines under these optimizer names.
+RUNNER_NAMES = {"ftrl": "sparse_ftrl", "adagrad": "sparse_adagrad", "sklearn_sgd_l1": "sklearn_sgd_l1",
+                "keras_ftrl": "keras_ftrl"}
+METHOD_OF = {v: k for k, v in RUNNER_NAMES.items()}
 # mode -> training examples (a prefix of the training split), passes, seeds of the reruns, seeds of Keras
 SETTINGS = {
     True: {"n_train": 20_000, "epochs": 1, "seeds": 3, "keras_seeds": 1},
@@ -82,16 +82,17 @@ RULE = (
 )
 
 
-def name(quick: bool) -> str:
-    return f"{ID}/{PROBLEM}/{mode(quick)}"
-
-
-def steps_for(n_train: int, epochs: int) -> int:
-    return epochs * math.ceil(n_train / BATCH)
+def name(quick: bool) -> StudyKey:
+    return StudyKey(ID, PROBLEM, mode(quick))
 
 
 def trial(method: str, hparams: dict, seed: int, steps: int) -> Trial:
-    return Trial(PROBLEM, method, CONVENTIONS[method], hparams, seed, steps)
+    """A run of R8's `method` ("ftrl", ...): its runner's optimizer name; hparams carry n_train."""
+    return Trial(PROBLEM, RUNNER_NAMES[method], CONVENTIONS[method], hparams, seed, steps)
+
+
+def method_of(run: RunResult) -> str:
+    return METHOD_OF[run.trial.optimizer]
 
 
 def keras_hparams(ftrl: dict) -> dict:
@@ -106,208 +107,69 @@ def keras_hparams(ftrl: dict) -> dict:
     }
 
 
-def study(quick: bool, settings: dict | None = None) -> Study:
-    """What R8 runs, for listing: the tuning grid (seed 0) as fixed trials; reruns follow the choice."""
-    cfg = {**SETTINGS[quick], **(settings or {})}
+def sweep_settings(quick: bool, settings: dict | None = None) -> dict:
+    return {**SETTINGS[quick], **(settings or {})}
+
+
+def study(quick: bool, settings: dict | None = None) -> Sweep:
+    """The tuning grid of every tuned method on seed 0."""
+    cfg = sweep_settings(quick, settings)
     steps = steps_for(cfg["n_train"], cfg["epochs"])
-    fixed = tuple(trial(m, hp, 0, steps) for m in TUNED for hp in GRIDS[m])
-    return Study(name(quick), PROBLEM, optimizers=(), steps=steps, defaults=False, fixed=fixed)
+    trials = tuple(trial(m, {**hp, "n_train": cfg["n_train"]}, 0, steps) for m in TUNED for hp in GRIDS[m])
+    return Sweep(name(quick), trials)
 
 
-def design(quick: bool) -> list[Study]:
+def rerun_key(quick: bool) -> StudyKey:
+    return StudyKey(ID + "-reruns", PROBLEM, mode(quick))
+
+
+def design(quick: bool) -> list[Sweep]:
     return [study(quick)]
 
 
-# -- training ----------------------------------------------------------------------------------------
+def planned_runs(quick: bool) -> int:
+    """All of R8's runs: the tuning grid and the reruns of the chosen settings."""
+    cfg = SETTINGS[quick]
+    return study(quick).n_runs + len(TUNED) * cfg["seeds"] + cfg["keras_seeds"]
 
 
-def _metrics(logits: np.ndarray, labels: np.ndarray, nonzero: int, n_features: int) -> dict[str, float]:
-    from sklearn.metrics import roc_auc_score
-
-    z = np.asarray(logits, dtype=np.float64)
-    y = np.asarray(labels, dtype=np.float64)
-    val_loss = float(np.mean(np.logaddexp(0.0, z) - y * z))
-    auc = float(roc_auc_score(y, z)) if np.all(np.isfinite(z)) else math.nan
-    return {"val_loss": val_loss, "auc": auc, "nonzero": float(nonzero), "nonzero_share": nonzero / n_features}
-
-
-def _keras():
-    """Keras 3 on the torch backend (the backend is fixed when keras is first imported)."""
-    if "keras" not in sys.modules:
-        os.environ.setdefault("KERAS_BACKEND", "torch")
-    import keras
-
-    if keras.backend.backend() != "torch":
-        raise RuntimeError(f"keras was imported with backend {keras.backend.backend()!r}; R8 needs KERAS_BACKEND=torch")
-    return keras
-
-
-def _batches(n_train: int, epochs: int, seed: int):
-    import torch
-
-    from optarena.problems.base import seed_generator
-
-    generator = seed_generator(seed, "batches")
-    for _ in range(epochs):
-        order = torch.randperm(n_train, generator=generator)
-        for start in range(0, n_train, BATCH):
-            yield order[start:start + BATCH]
-
-
-def _train_torch(problem, t: Trial, n_train: int, epochs: int, device: str) -> dict[str, float]:
-    import torch
-    import torch.nn.functional as F
-
-    from optarena import optim
-
-    x, y = (a[:n_train].to(device) for a in problem.train_data())
-    w = torch.zeros(problem.n_features, 1, device=device, requires_grad=True)
-    b = torch.zeros(1, device=device, requires_grad=True)
-    if t.optimizer == "ftrl":
-        # The bias is not penalised (one dense coordinate; McMahan et al. leave it unregularised too).
-        opt = optim.create("ftrl", [{"params": [w]}, {"params": [b], "l1": 0.0}], t.convention, **t.hparams)
-    else:
-        opt = optim.create(t.optimizer, [w, b], t.convention, **t.hparams)
-    for rows in _batches(n_train, epochs, t.seed):
-        rows = rows.to(device)
-        logits = F.embedding(x[rows], w, sparse=True).sum((1, 2)) + b
-        loss = F.binary_cross_entropy_with_logits(logits, y[rows], reduction="sum")
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    with torch.no_grad():
-        xv, yv = problem.val_data()
-        logits = w[xv.to(device)].sum((1, 2)) + b
-        nonzero = int((w != 0).sum())
-    return _metrics(logits.cpu().numpy(), yv.cpu().numpy(), nonzero, problem.n_features)
-
-
-def _train_keras(problem, t: Trial, n_train: int, epochs: int) -> dict[str, float]:
-    import torch
-    import torch.nn.functional as F
-
-    keras = _keras()
-    h = dict(t.hparams)
-    w = keras.Variable(np.zeros((problem.n_features, 1), dtype="float32"))
-    b = keras.Variable(np.zeros((1,), dtype="float32"))
-
-    def ftrl(l1: float):
-        return keras.optimizers.Ftrl(
-            learning_rate=h["learning_rate"], learning_rate_power=h["learning_rate_power"],
-            initial_accumulator_value=h["initial_accumulator_value"], l1_regularization_strength=l1,
-            l2_regularization_strength=h["l2_regularization_strength"], beta=h["beta"],
-        )
-
-    opt_w, opt_b = ftrl(h["l1_regularization_strength"]), ftrl(0.0)
-    x, y = problem.train_data()
-    device = w.value.device
-    x, y = x[:n_train].to(device), y[:n_train].to(device)
-    for rows in _batches(n_train, epochs, t.seed):
-        rows = rows.to(device)
-        wv, bv = w.value, b.value
-        logits = F.embedding(x[rows], wv).sum((1, 2)) + bv
-        loss = F.binary_cross_entropy_with_logits(logits, y[rows], reduction="sum")
-        gw, gb = torch.autograd.grad(loss, [wv, bv])  # dense: Keras's torch backend has no sparse updates
-        opt_w.apply_gradients([(gw, w)])
-        opt_b.apply_gradients([(gb, b)])
-    with torch.no_grad():
-        weights = w.value.detach().cpu().view(-1)
-        bias = float(b.value.detach().cpu().view(-1)[0])
-    xv, yv = problem.val_data()
-    logits = weights[xv.cpu()].sum(1) + bias
-    return _metrics(logits.numpy(), yv.cpu().numpy(), int((weights != 0).sum()), problem.n_features)
-
-
-def _train_sklearn(problem, t: Trial, n_train: int, epochs: int) -> dict[str, float]:
-    from sklearn.linear_model import SGDClassifier
-
-    h = dict(t.hparams)
-    x, y = problem.train_data()
-    matrix = problem.to_scipy_csr(x[:n_train])
-    labels = y[:n_train].cpu().numpy()
-    # The data order of this seed (as for the other methods); sklearn itself does not shuffle again.
-    model = SGDClassifier(loss="log_loss", penalty="l1", alpha=h["alpha"], learning_rate="invscaling",
-                          eta0=h["eta0"], power_t=h["power_t"], shuffle=False, random_state=int(t.seed))
-    order = np.concatenate([rows.numpy() for rows in _batches(n_train, epochs, t.seed)])
-    for epoch in range(epochs):
-        rows = order[epoch * n_train:(epoch + 1) * n_train]
-        model.partial_fit(matrix[rows], labels[rows], classes=np.array([0.0, 1.0]))
-    xv, yv = problem.val_data()
-    logits = model.decision_function(problem.to_scipy_csr(xv))
-    return _metrics(logits, yv.cpu().numpy(), int(np.count_nonzero(model.coef_)), problem.n_features)
-
-
-def train(problem, t: Trial, n_train: int, epochs: int, device: str = "cpu") -> RunResult:
-    """One R8 run as a RunResult: done (finite log loss), diverged, or failed (with the traceback)."""
-    started = time.perf_counter()
-    try:
-        if t.steps != steps_for(n_train, epochs):
-            raise ValueError(f"trial has {t.steps} steps, but {n_train} examples x {epochs} passes make {steps_for(n_train, epochs)}")
-        if t.optimizer in ("ftrl", "adagrad"):
-            final = _train_torch(problem, t, n_train, epochs, device)
-        elif t.optimizer == "keras_ftrl":
-            final = _train_keras(problem, t, n_train, epochs)
-        elif t.optimizer == "sklearn_sgd_l1":
-            final = _train_sklearn(problem, t, n_train, epochs)
-        else:
-            raise ValueError(f"R8 has no method {t.optimizer!r}; its methods: {', '.join(METHODS)}")
-    except Exception:
-        return RunResult(t, "failed", error=traceback.format_exc(), wall_time=time.perf_counter() - started)
-    final["n_train"] = float(n_train)
-    wall = time.perf_counter() - started
-    final["train_seconds"] = wall
-    curve = {"step": [0.0, float(t.steps)], "val_loss": [math.log(2.0), final["val_loss"]]}
-    if not math.isfinite(final["val_loss"]):
-        return RunResult(t, "diverged", curve, {**final, "val_loss": math.inf}, wall, diverged_at=t.steps)
-    return RunResult(t, "done", curve, final, wall)
-
-
-def run(store: Store, quick: bool, device: str = "cpu", progress: Callable[[int], None] | None = None, *,
-        problem=None, settings: dict | None = None) -> dict[str, StudyResult]:
-    """Make R8's runs that the store lacks (tuning on seed 0, then reruns of the chosen settings) and
-    return {study name: StudyResult}. `problem` and `settings` override the data (tests use a small one)."""
-    cfg = {**SETTINGS[quick], **(settings or {})}
-    described = study(quick, settings)
-    steps = described.steps
-    loaded = [problem]
-
-    def get_problem():
-        if loaded[0] is None:
-            from optarena.study import load_problem
-
-            loaded[0] = load_problem(PROBLEM, str(device))
-        return loaded[0]
-
-    def runner(trials: list[Trial]) -> list[RunResult]:
-        p = get_problem()
-        n_train = min(cfg["n_train"], p.n_train)
-        out = []
-        for t in trials:
-            out.append(train(p, t, n_train, cfg["epochs"], str(device)))
-            if progress is not None:
-                progress(1)
-        return out
-
-    def execute(trials: list[Trial]) -> list[RunResult]:
-        stored = len(trials) - len(store.missing(trials, rerun_failed=True))
-        if progress is not None and stored:
-            progress(stored)
-        return run_missing(store, trials, runner, rerun_failed=True)
-
-    result = StudyResult(described)
-    done = execute(list(described.fixed))
+def best_settings(tuning: StudyResult) -> dict[str, dict[str, float]]:
+    """Each tuned method's grid point with the lowest held-out log loss on seed 0 (ties: the first
+    in sorted hparams); Keras Ftrl gets FTRL's, in its names."""
+    best = {}
     for m in TUNED:
-        result.tuning[m] = [r for r in done if r.trial.optimizer == m]
-        best = min(result.tuning[m], key=lambda r: (objective(r), sorted(r.trial.hparams.items())))
-        result.best[m] = dict(best.trial.hparams)
-    result.best["keras_ftrl"] = keras_hparams(result.best["ftrl"])
+        runs = [r for r in tuning.runs if method_of(r) == m]
+        if not runs:
+            continue
+        chosen = min(runs, key=lambda r: (objective(r), sorted(r.trial.hparams.items())))
+        best[m] = dict(chosen.trial.hparams)
+    if "ftrl" in best:
+        best["keras_ftrl"] = {**keras_hparams(best["ftrl"]), "n_train": best["ftrl"]["n_train"]}
+    return best
+
+
+def followup(quick: bool, results: dict, settings: dict | None = None) -> list[Sweep]:
+    """The second stage: each method's chosen setting rerun on seeds 1..S (Keras: its own S)."""
+    tuning = results.get(name(quick))
+    if tuning is None:
+        return []
+    cfg = sweep_settings(quick, settings)
+    steps = study(quick, settings).steps
+    best = best_settings(tuning)
     seeds = {m: range(1, cfg["seeds"] + 1) for m in TUNED}
     seeds["keras_ftrl"] = range(1, cfg["keras_seeds"] + 1)
-    reruns = [trial(m, result.best[m], s, steps) for m in METHODS for s in seeds[m]]
-    done = execute(reruns)
-    for m in METHODS:
-        result.tuned[m] = [r for r in done if r.trial.optimizer == m]
-    return {described.name: result}
+    return [Sweep(rerun_key(quick), tuple(trial(m, best[m], s, steps) for m in METHODS if m in best for s in seeds[m]))]
+
+
+def assemble(tuning: StudyResult, reruns: StudyResult | None) -> StudyResult:
+    """R8's two sweeps as one result: tuning[m], best[m] and the reruns in tuned[m], by method."""
+    out = StudyResult(tuning.study)
+    for r in tuning.runs:
+        out.tuning.setdefault(method_of(r), []).append(r)
+    out.best = best_settings(tuning)
+    for r in (reruns.runs if reruns is not None else []):
+        out.tuned.setdefault(method_of(r), []).append(r)
+    return out
 
 
 # -- verdict -----------------------------------------------------------------------------------------
@@ -331,8 +193,11 @@ def _table(runs: list[RunResult]) -> dict[int, dict[str, float]]:
     return {int(r.trial.seed): dict(r.final) for r in runs if r.status == "done"}
 
 
-def verdict(results: dict[str, StudyResult]) -> Verdict:
-    result = find_study(results, (name(False), name(True)))
+def verdict(results: dict[StudyKey, StudyResult]) -> Verdict:
+    quick = name(False) not in results
+    result = results.get(name(quick))
+    if result is not None:
+        result = assemble(result, results.get(rerun_key(quick)))
     base = dict(id=ID, claim_zh=TEXT_ZH, claim_en=TEXT_EN, problems=[PROBLEM], rule=RULE, budget=len(GRIDS["ftrl"]),
                 effect_name="(FTRL - best competitor) / best competitor, held-out log loss (> 0: FTRL worse)")
     if result is None or not all(result.tuned.get(m) for m in ("ftrl", *COMPETITORS)):

@@ -1,8 +1,11 @@
-"""Run the claims study: every claim's studies through the store, then the verdicts and the report.
+"""Run the claims study: every claim's studies through the one executor (``optarena.study``), then
+the verdicts.
 
-Each study name runs once even when several claims use it; a claim module that defines
-``run(store, quick, device, progress)`` (e.g. R8, whose baselines are not engine problems) runs
-its own experiments, also through the store. Interrupted work resumes from the store.
+Each study runs once even when several claims use it (studies are identified by their
+`StudyKey`). A claim whose later studies depend on earlier results (R8: reruns of the settings its
+tuning chose) defines ``followup(quick, results) -> list[Study]``, run after the first stage.
+Interrupted work resumes from the store; with ``stored_only`` nothing trains and missing runs
+raise `optarena.study.MissingRuns`.
 """
 
 from __future__ import annotations
@@ -11,30 +14,34 @@ import json
 import platform
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
 from optarena import __version__
+from optarena.backends import Backend
 from optarena.claims import load
 from optarena.claims.base import Verdict
 from optarena.store import Store
-from optarena.study import Study, StudyResult, execute
+from optarena.study import Study, StudyKey, StudyResult, execute
 
 ProgressFn = Callable[[int], None]
 
 
 def plan(modules, quick: bool) -> tuple[list[Study], int]:
-    """The distinct studies the claims need (engine-run ones) and the total number of runs."""
-    studies: dict[str, Study] = {}
+    """The distinct first-stage studies the claims need and the total number of runs (a claim's
+    ``planned_runs(quick)`` where it has later stages)."""
+    studies: dict[StudyKey, Study] = {}
     total = 0
     for m in modules:
+        own = 0
         for s in m.design(quick):
-            if s.name not in studies:
-                studies[s.name] = s
-                total += s.n_runs
-    return [s for s in studies.values()], total
+            if s.key not in studies:
+                studies[s.key] = s
+                own += s.n_runs
+        total += m.planned_runs(quick) if hasattr(m, "planned_runs") else own
+    return list(studies.values()), total
 
 
 def run_claims(
@@ -44,22 +51,27 @@ def run_claims(
     device: str = "cpu",
     progress: ProgressFn | None = None,
     on_study: Callable[[str], None] | None = None,
+    backend: Backend | None = None,
+    stored_only: bool = False,
 ) -> tuple[list[Verdict], dict]:
     """Run what the claims need (only what the store lacks) and return (verdicts, meta)."""
     started = time.perf_counter()
     modules = load(ids)
-    engine_modules = [m for m in modules if not hasattr(m, "run")]
-    studies, _ = plan(engine_modules, quick)
-    results: dict[str, StudyResult] = {}
-    for s in studies:
+    studies, _ = plan(modules, quick)
+    results: dict[StudyKey, StudyResult] = {}
+
+    def run(s: Study) -> None:
+        if s.key in results:
+            return
         if on_study is not None:
-            on_study(s.name)
-        results[s.name] = execute(s, store, device, progress)
+            on_study(str(s.key))
+        results[s.key] = execute(s, store, device, progress, backend=backend, stored_only=stored_only)
+
+    for s in studies:
+        run(s)
     for m in modules:
-        if hasattr(m, "run"):
-            if on_study is not None:
-                on_study(m.ID)
-            results.update(m.run(store, quick, device=device, progress=progress))
+        for s in (m.followup(quick, results) if hasattr(m, "followup") else []):
+            run(s)
     verdicts = []
     for m in modules:
         try:
@@ -72,6 +84,7 @@ def run_claims(
         "runs": n_runs,
         "wall time": f"{time.perf_counter() - started:.0f} s",
         "device": str(device),
+        "backend": getattr(backend, "name", "local"),
         "torch": torch.__version__,
         "python": platform.python_version(),
         "optarena": __version__,
@@ -99,7 +112,9 @@ def _failed_verdict(module, error: str) -> Verdict:
 def write_outputs(verdicts: list[Verdict], meta: dict, out_dir: str | Path) -> Path:
     from optarena.report import write_report
 
+    from optarena.files import write_text_atomic
+
     out = Path(out_dir)
     path = write_report(verdicts, out, meta=meta)
-    (out / "meta.json").write_text(json.dumps(meta, indent=2))
+    write_text_atomic(out / "meta.json", json.dumps(meta, indent=2))
     return path

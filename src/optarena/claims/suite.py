@@ -33,7 +33,7 @@ import numpy as np
 
 from optarena import stats
 from optarena.plots import Series
-from optarena.study import Study, StudyResult, objective
+from optarena.study import Setup, Study, StudyKey, StudyResult, TunedStudy, by_kind, objective
 from optarena.trial import RunResult
 
 OPTIMIZERS = ("sgd", "momentum", "adagrad", "rmsprop", "adam", "adadelta", "nadam")
@@ -67,44 +67,41 @@ def mode(quick: bool) -> str:
     return "quick" if quick else "full"
 
 
-def study_name(kind: str, problem: str, quick: bool) -> str:
-    return f"{kind}/{problem}/{mode(quick)}"
+def study_name(kind: str, problem: str, quick: bool) -> StudyKey:
+    return StudyKey(kind, problem, mode(quick))
 
 
 @functools.lru_cache(maxsize=4)
-def tuned_studies(quick: bool) -> tuple[Study, ...]:
-    """The shared comparison: one Study per problem (the same objects on every call)."""
+def tuned_studies(quick: bool) -> tuple[TunedStudy, ...]:
+    """The shared comparison: one study per problem (the same objects on every call)."""
     if quick:
         return tuple(
-            Study(study_name("tuned", p, True), p, OPTIMIZERS, CONVENTION, QUICK_BUDGET, QUICK_SEEDS)
+            TunedStudy(study_name("tuned", p, True), OPTIMIZERS, CONVENTION, QUICK_BUDGET, QUICK_SEEDS)
             for p in QUICK_PROBLEMS
         )
-    return tuple(Study(study_name("tuned", p, False), p, OPTIMIZERS, CONVENTION, FULL_BUDGET, FULL_SEEDS) for p in FULL_PROBLEMS)
+    return tuple(TunedStudy(study_name("tuned", p, False), OPTIMIZERS, CONVENTION, FULL_BUDGET, FULL_SEEDS)
+                 for p in FULL_PROBLEMS)
 
 
 @functools.lru_cache(maxsize=4)
-def deep_studies(quick: bool) -> tuple[Study, ...]:
+def deep_studies(quick: bool) -> tuple[TunedStudy, ...]:
     """Claim R7's studies on the deep networks."""
     if quick:
         return tuple(
-            Study(study_name("deep", p, True), p, DEEP_QUICK_OPTIMIZERS, CONVENTION, DEEP_QUICK_BUDGET,
-                  DEEP_QUICK_SEEDS, DEEP_QUICK_STEPS, lr_range=DEEP_QUICK_LR_RANGE)
+            TunedStudy(study_name("deep", p, True), DEEP_QUICK_OPTIMIZERS, CONVENTION, DEEP_QUICK_BUDGET,
+                       DEEP_QUICK_SEEDS, setup=Setup(DEEP_QUICK_STEPS), lr_range=DEEP_QUICK_LR_RANGE)
             for p in DEEP_PROBLEMS
         )
     return tuple(
-        Study(study_name("deep", p, False), p, DEEP_FULL_OPTIMIZERS, CONVENTION, FULL_BUDGET, FULL_SEEDS, DEEP_FULL_STEPS)
+        TunedStudy(study_name("deep", p, False), DEEP_FULL_OPTIMIZERS, CONVENTION, FULL_BUDGET, FULL_SEEDS,
+                   setup=Setup(DEEP_FULL_STEPS))
         for p in DEEP_PROBLEMS
     )
 
 
-def select(results: Mapping[str, StudyResult], kind: str) -> dict[str, StudyResult]:
+def select(results: Mapping[StudyKey, StudyResult], kind: str) -> dict[str, StudyResult]:
     """{problem: result} of the `kind` ("tuned" or "deep") studies in `results`, full mode when present."""
-    found: dict[str, dict[str, StudyResult]] = {"full": {}, "quick": {}}
-    for name, result in results.items():
-        parts = name.split("/")
-        if len(parts) == 3 and parts[0] == kind and parts[2] in found:
-            found[parts[2]][parts[1]] = result
-    return found["full"] or found["quick"]
+    return by_kind(results, kind)
 
 
 def run_keys(results: Mapping[str, StudyResult]) -> list[str]:
@@ -129,7 +126,7 @@ def scored_loss(run: RunResult, fallback: float = math.inf, metric: str = "val_l
 
 
 def study_fallback(result: StudyResult) -> float:
-    starts = [start_loss(r) for r in result.runs()]
+    starts = [start_loss(r) for r in result.all_runs()]
     finite = [s for s in starts if math.isfinite(s)]
     return max(finite) if finite else math.inf
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 import numpy as np
 
 from optarena import problems
+from optarena.claims.base import mode
 from optarena.plots import Plot, Series
-from optarena.study import Study, StudyResult
+from optarena.study import Study, StudyKey, StudyResult, Sweep
 from optarena.trial import RunResult, Trial
 
 OPTIMIZERS = ("sgd", "momentum", "adagrad", "rmsprop", "adam", "adadelta", "nadam", "ftrl")
@@ -35,8 +36,8 @@ STEPS = {"rosenbrock": 1000, "narrow_valley": 200}
 BOX = {"rosenbrock": ((-2.0, 2.0), (-1.0, 3.0)), "narrow_valley": ((-2.5, 1.0), (-2.0, 1.0))}
 
 
-def name(problem: str, quick: bool) -> str:
-    return f"trajectories/{problem}/{'quick' if quick else 'full'}"
+def name(problem: str, quick: bool) -> StudyKey:
+    return StudyKey("trajectories", problem, mode(quick))
 
 
 def study(problem: str, quick: bool) -> Study:
@@ -44,7 +45,7 @@ def study(problem: str, quick: bool) -> Study:
     trials = tuple(
         Trial(problem, o, CONVENTION, {"lr": LRS[problem][o]}, SEED, STEPS[problem]) for o in OPTIMIZERS
     )
-    return Study(name(problem, quick), problem, steps=STEPS[problem], defaults=False, fixed=trials, trace=("params",))
+    return Sweep(name(problem, quick), trials, trace=("params",))
 
 
 def design(quick: bool) -> list[Study]:
@@ -75,7 +76,7 @@ def path(run: RunResult, label: str | None = None, max_points: int = 400) -> Ser
 def plot(result: StudyResult) -> Plot:
     problem = result.study.problem
     series = []
-    for r in result.fixed:
+    for r in result.runs:
         lr = r.trial.hparams.get("lr", float("nan"))
         tail = "" if r.status == "done" else f", {r.status}"
         series.append(path(r, f"{r.trial.optimizer} (lr={lr:g}{tail})"))
@@ -101,7 +102,7 @@ def plots(results: dict[str, StudyResult]) -> list[Plot]:
     for problem in PROBLEMS:
         for quick in (False, True):
             key = name(problem, quick)
-            if key in results and results[key].fixed:
+            if key in results and results[key].runs:
                 out.append(plot(results[key]))
                 break
     return out
