@@ -92,13 +92,18 @@ def test_run_missing_complains_when_the_runner_drops_a_trial():
 
 
 
-def test_batches_for_several_workers_outnumber_them_and_keep_optimizers_together():
+def test_batches_depend_on_the_trials_alone_and_keep_optimizers_together():
     trials = [Trial("p", o, seed=s, hparams={"lr": lr}) for o in ("adam", "sgd") for s in range(3) for lr in (0.1, 0.01)]
-    batches = plan_batches(trials, workers=2)
-    assert len(batches) >= 2 and sum(map(len, batches)) == len(trials)
-    assert sorted(t.run_key for b in batches for t in b) == sorted(t.run_key for t in trials)
-    for b in batches:  # runs of one seed of one optimizer stay in one batch here (12 trials, 8 batches)
+    small = plan_batches(trials, workers=2)
+    assert small == plan_batches(trials[::-1], workers=1)  # same plan for any order and backend
+    assert sum(map(len, small)) == len(trials) and sorted(t.run_key for b in small for t in b) == sorted(t.run_key for t in trials)
+    many = [Trial("p", o, seed=s, hparams={"lr": lr}) for o in ("adam", "sgd") for s in range(4) for lr in (1.0, 0.3, 0.1, 0.03, 0.01, 0.003, 0.001, 1e-4)]
+    batches = plan_batches(many, workers=2)
+    assert len(batches) == round(len(many) / study_module.BATCH_TARGET) == 2
+    for b in batches:  # 64 trials: one batch per optimizer
         assert len({t.optimizer for t in b}) == 1
+    capped = plan_batches(many, batch_size=5)
+    assert max(map(len, capped)) == 5 and sum(map(len, capped)) == len(many)
     assert plan_batches([], workers=2) == []
 
 

@@ -92,6 +92,11 @@ class TunedStudy:
         return self.key.problem
 
     @property
+    def steps(self) -> int | None:
+        """The training steps of every run (None: the problem's default)."""
+        return self.setup.steps
+
+    @property
     def n_runs(self) -> int:
         per_optimizer = self.budget * self.selection_seeds + self.seeds * (1 + (1 if self.defaults else 0))
         return len(self.optimizers) * per_optimizer
@@ -112,6 +117,11 @@ class Sweep:
     @property
     def problem(self) -> str:
         return self.key.problem
+
+    @property
+    def steps(self) -> int:
+        """The longest run's steps (0 for no trials)."""
+        return max((t.steps for t in self.trials), default=0)
 
     @property
     def n_runs(self) -> int:
@@ -236,23 +246,27 @@ def run_missing(
     return [by_key[t.run_key] for t in trials]
 
 
+BATCH_TARGET = 32
+"""Runs per batch the planner aims at: enough for the engine's stacked work to pay, small enough
+that a study's batches keep every worker of a backend busy."""
+
+
 def plan_batches(trials: Sequence[Trial], workers: int = 1, batch_size: int | None = None) -> list[list[Trial]]:
-    """Split trials into batches of at most `batch_size` (in the order given) and, for several
-    workers, into more batches than workers, trials of one optimizer and seed kept together (they
-    share a code path and minibatches)."""
+    """Split trials into batches of about ``BATCH_TARGET`` (at most `batch_size`), in an order set
+    by what the trials are (steps, optimizer, convention, seed), so that trials of one optimizer
+    and seed stay together (they share a code path and minibatches).
+
+    The plan depends on the trials alone, never on `workers` (kept for callers; unused): a run's
+    numbers depend, in the last bits, on the batch it was stacked with (the matrix products have
+    other shapes), so the same plan on every backend is what makes their results bitwise equal."""
     if not trials:
         return []
-    ordered = list(trials)
-    n_batches = 1
-    if workers > 1:
-        ordered.sort(key=lambda t: (t.steps, t.optimizer, t.convention, t.seed, t.run_key))
-        # More batches than workers, so a worker that finishes early takes another (the costs of
-        # batches differ) and nobody idles at the end; a batch still holds many runs.
-        n_batches = min(len(ordered), workers * 4)
+    ordered = sorted(trials, key=lambda t: (t.steps, t.optimizer, t.convention, t.seed, t.run_key))
+    n_batches = max(1, round(len(ordered) / BATCH_TARGET))
     size = math.ceil(len(ordered) / n_batches)
     if batch_size is not None:
         size = min(size, batch_size)
-    return [list(ordered[i:i + size]) for i in range(0, len(ordered), size)]
+    return [ordered[i:i + size] for i in range(0, len(ordered), size)]
 
 
 # ---- the executor ---------------------------------------------------------------------------------
