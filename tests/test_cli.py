@@ -9,7 +9,7 @@ from optarena import cli, rules
 
 
 def test_optimizers_table_lists_every_optimizer_and_convention(capsys, monkeypatch):
-    monkeypatch.setattr(cli.console, "width", 250)  # no wrapping inside cells
+    monkeypatch.setattr(cli.console.stdout, "width", 250)  # no wrapping inside cells
     assert cli.main(["optimizers"]) == 0
     out = capsys.readouterr().out
     for name in rules.names():
@@ -19,30 +19,36 @@ def test_optimizers_table_lists_every_optimizer_and_convention(capsys, monkeypat
     # defaults and formulas are printed, e.g. Adam's eps under keras and the article's AdaGrad rule
     assert "eps=1e-07" in out
     assert "sqrt(G + eps)" in out
-    assert "ftrl has no 'pytorch' convention" in out
+    assert "none: torch.optim has no FTRL" in out
 
 
 def test_unknown_claim_id_is_a_clear_error(tmp_path, capsys):
     code = cli.main(["claims", "--only", "R1,X9", "--out", str(tmp_path / "out")])
-    out = capsys.readouterr().out
-    assert code == 2
-    assert "X9" in out and "R1" in out and "M4" in out
+    captured = capsys.readouterr()
+    assert code == 2 and captured.out == ""
+    err = captured.err.strip()
+    assert err.count("\n") == 0 and "X9" in err and "R1" in err and "M4" in err
     assert not (tmp_path / "out").exists()
 
 
 def test_report_without_a_store_is_a_clear_error(tmp_path, capsys):
     code = cli.main(["report", "--store", str(tmp_path / "none.sqlite"), "--out", str(tmp_path / "out")])
-    assert code == 2
-    assert "no store" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert code == 2 and captured.out == ""
+    assert "no store" in captured.err and captured.err.strip().count("\n") == 0
 
 
-def test_cuda_without_cuda_is_a_clear_error(tmp_path):
+def test_cuda_without_cuda_is_a_clear_error(tmp_path, capsys):
     import torch
 
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    with pytest.raises(SystemExit, match="no CUDA"):
-        cli.main(["claims", "--device", "cuda", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["claims", "--device", "cuda", "--out", str(tmp_path / "out")])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "no CUDA" in err and "--device" in err
+    assert not (tmp_path / "out").exists()
 
 
 def test_console_script_runs():

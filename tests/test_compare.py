@@ -13,8 +13,9 @@ from torch import nn
 from optarena import comparison as compare_module
 from optarena.comparison import EIGHT, Comparison, compare, resolve_optimizers, run_comparison
 from optarena.problems.user import UserProblem
+from optarena import console
 from optarena.store import Store
-from optarena.study import Study, StudyResult
+from optarena.study import StudyKey, StudyResult, TunedStudy
 from optarena.trial import RunResult, Trial
 
 ROW_KEYS = {"optimizer", "best_hparams", "val_loss_mean", "val_loss_ci95", "default_val_loss", "diverged_fraction"}
@@ -117,7 +118,7 @@ def test_resumes_from_the_store(tmp_path):
 
 def synthetic(losses: dict[str, list[float]]) -> Comparison:
     """A StudyResult whose tuned reruns have the given held-out losses (inf: diverged)."""
-    study = Study(name="s", problem="p", optimizers=tuple(losses), budget=1, seeds=len(next(iter(losses.values()))))
+    study = TunedStudy(StudyKey("s", "p"), tuple(losses), budget=1, seeds=len(next(iter(losses.values()))))
     result = StudyResult(study)
     for o, values in losses.items():
         result.tuning[o] = [RunResult(Trial("p", o, "article", {"lr": 0.1}, 0, 5), "done", final={"val_loss": 1.0})]
@@ -195,9 +196,9 @@ def test_a_model_that_raises_at_run_time_is_counted_failed(tmp_path):
 def test_auto_threads_use_one_thread_for_small_models_and_restore():
     problem = UserProblem(mlp, classification_data())
     before = torch.get_num_threads()
-    with compare_module._threads("auto", problem):
+    with console.threads("auto", problem.n_parameters):
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == before
     with pytest.raises(ValueError, match="threads"):
-        with compare_module._threads(0, problem):
+        with console.threads(0, problem.n_parameters):
             pass

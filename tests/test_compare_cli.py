@@ -10,6 +10,7 @@ import textwrap
 import pytest
 
 from optarena import comparison as compare
+from optarena import console
 from optarena.store import Store
 
 GOOD = """
@@ -33,9 +34,12 @@ def data():
 
 
 def run_cli(*argv: str) -> int:
-    parser = argparse.ArgumentParser(prog="optarena compare")
+    parser = console.Parser(prog="optarena compare")
     compare.add_arguments(parser)
-    return compare.main(parser.parse_args(list(argv)))
+    try:
+        return compare.main(parser.parse_args(list(argv)))
+    except SystemExit as e:  # argparse's own checks (types, choices) exit 2 with one line
+        return e.code
 
 
 def write(tmp_path, text: str, name: str = "problem.py"):
@@ -128,7 +132,7 @@ def test_a_missing_file(tmp_path, capsys):
     [
         (("--optimizers", "adam,adamx"), "unknown optimizer 'adamx'; valid names: sgd, momentum, adagrad, rmsprop, adam, adamw, adadelta, nadam, ftrl"),
         (("--budget", "0"), "budget must be an integer >= 1"),
-        (("--threads", "many"), "--threads must be 'auto' or an integer >= 1"),
+        (("--threads", "many"), "--threads: must be 'auto' or an integer >= 1"),
     ],
 )
 def test_bad_options(tmp_path, capsys, option, needle):

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import hashlib
 import html
 import importlib.util
@@ -39,22 +40,20 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from optarena import stats, tuning
+from optarena import console, stats, tuning
+from optarena.backends import Backend
 from optarena.plots import Plot, Series
 from optarena.problems.user import UserCodeError, UserProblem, user_traceback
 from optarena.rules import CONVENTIONS
 from optarena.rules import names as _optimizer_names
+from optarena.store import Store
+from optarena.study import Setup, StudyKey, StudyResult, TunedStudy, execute, objective
 
 OPTIMIZERS = tuple(_optimizer_names())
-from optarena.store import Store
-from optarena.study import Study, StudyResult, execute, objective
-
 EIGHT = ("sgd", "momentum", "adagrad", "rmsprop", "adam", "adadelta", "nadam", "ftrl")
 CONFIDENCE = 0.95
 # Bootstrap resamples for the per-point bands of the curves (the verdict uses stats' default).
 BAND_RESAMPLES = 2000
-# Models with fewer parameters than this run on one intra-op thread under threads="auto".
-SMALL_MODEL = 100_000
 
 
 def resolve_optimizers(optimizers: str | Sequence[str] | None, convention: str = "article") -> tuple[str, ...]:
@@ -121,8 +120,8 @@ def compare(
     `model`: a function returning a fresh nn.Module; `data`: (train, val), each (X, y) or a
     Dataset (or a function returning that); `loss(output, target)`: optional, a mean over the batch.
     `store`: a Store, a path (resumes from it) or None (in memory). `threads`: torch's intra-op
-    threads during the comparison (restored after); "auto" is 1 for models under SMALL_MODEL
-    parameters, None leaves torch's setting alone. Bad input raises ValueError
+    threads during the comparison (restored after); "auto" is 1 for models under
+    console.SMALL_MODEL parameters, None leaves torch's setting alone. Bad input raises ValueError
     (UserCodeError, naming the function and the cause, for the user's model, data and loss).
     """
     names = resolve_optimizers(optimizers, convention)
@@ -144,41 +143,34 @@ def run_comparison(
     device: str = "cpu",
     progress: bool = True,
     threads: int | str | None = "auto",
+    backend: Backend | None = None,
+    factory: Callable[[], UserProblem] | None = None,
 ) -> "Comparison":
-    """`compare` on a ready UserProblem."""
-    study = Study(name=f"compare:{problem.name}", problem=problem.name, optimizers=tuple(optimizers),
-                  convention=convention, budget=budget, seeds=seeds, steps=steps, method=method)
+    """`compare` on a ready UserProblem. `backend`: where the batches run (default: this process);
+    a backend in other processes needs `factory`, a picklable function that builds the same
+    problem there (``optarena compare`` passes one that reloads the problem file)."""
+    study = TunedStudy(StudyKey("compare", problem.name), tuple(optimizers), convention, budget, seeds, method,
+                       setup=Setup(steps))
+    if backend is not None and backend.name != "local" and factory is None:
+        raise ValueError(f"the {backend.name} backend needs factory= (how a worker builds the problem)")
     own_store = not isinstance(store, Store)
     store_obj = store if isinstance(store, Store) else Store(store)
     try:
-        with _threads(threads, problem), _progress_bar(study.n_runs, problem.name, progress) as advance:
-            result = execute(study, store_obj, device=device, progress=advance, problem=problem)
+        with console.threads(threads, problem.n_parameters), \
+                console.progress(study.n_runs, f"compare {problem.name}", progress) as advance:
+            result = execute(study, store_obj, device=device, progress=advance, problem=problem, backend=backend,
+                             factory=factory or (lambda: problem))
     finally:
         if own_store:
             store_obj.close()
     return Comparison(result, _problem_info(problem))
 
 
-@contextmanager
-def _threads(threads: int | str | None, problem: UserProblem) -> Iterator[None]:
-    """torch's intra-op thread count for the comparison, restored after.
-
-    "auto": one thread for models under SMALL_MODEL parameters. Their ops are too small for
-    threads to pay for their synchronisation, and on a busy machine (more runnable threads than
-    cores) threads that wait for each other made small models up to 80 times slower (measured)."""
-    if threads == "auto":
-        threads = 1 if problem.n_parameters < SMALL_MODEL else None
-    if threads is None:
-        yield
-        return
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ValueError(f"threads must be an integer >= 1, 'auto' or None, got {threads!r}")
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+def problem_from_file(path: str, steps: int | None = None, device: str = "cpu") -> UserProblem:
+    """The UserProblem of a problem file (what a worker process of another backend builds)."""
+    spec = load_problem_file(path)
+    return UserProblem(spec.model, spec.data, loss=spec.loss, batch_size=spec.batch_size,
+                       steps=steps or spec.steps, name=spec.name, device=device)
 
 
 def _problem_info(problem: UserProblem) -> dict[str, Any]:
@@ -195,31 +187,6 @@ def _problem_info(problem: UserProblem) -> dict[str, Any]:
         "stochastic": problem.stochastic,
         "parameters": problem.n_parameters,
     }
-
-
-class _progress_bar:
-    """A rich progress bar of runs done / total with ETA (stderr); a no-op when disabled."""
-
-    def __init__(self, total: int, label: str, enabled: bool) -> None:
-        self.total, self.label, self.enabled = total, label, enabled
-        self._progress = None
-
-    def __enter__(self) -> Callable[[int], None]:
-        if not self.enabled:
-            return lambda n: None
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-        self._progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                  TextColumn("runs"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                                  console=Console(stderr=True))
-        self._progress.start()
-        task = self._progress.add_task(f"compare {self.label}", total=self.total)
-        return lambda n: self._progress.advance(task, n)
-
-    def __exit__(self, *exc: object) -> None:
-        if self._progress is not None:
-            self._progress.stop()
 
 
 @dataclass
@@ -546,9 +513,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", choices=tuning.METHODS, default="tpe", help="tuning search (default tpe)")
     parser.add_argument("--store", default=None, help="results database, resumed if present (default OUT/optarena.sqlite)")
     parser.add_argument("--out", default=None, help="output folder (default results/compare-<file name>)")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    parser.add_argument("--threads", default="auto",
-                        help="torch intra-op threads: a number, or 'auto' (1 for models under 100k parameters)")
+    console.add_execution_arguments(parser, threads_default="auto")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
 
@@ -558,21 +523,26 @@ def main(args: argparse.Namespace) -> int:
     try:
         names = resolve_optimizers(args.optimizers, args.convention)
         _check_settings(args.budget, args.seeds, args.steps, args.method)
-        _check_device(args.device)
         threads = _parse_threads(args.threads)
     except ValueError as e:
         return _fail(str(e))
+    backend = console.backend_from(args)
     try:
         spec = load_problem_file(file)
-        problem = UserProblem(spec.model, spec.data, loss=spec.loss, batch_size=spec.batch_size,
-                              steps=args.steps or spec.steps, name=spec.name, device=args.device)
+        problem = problem_from_file(file, args.steps, args.device)
     except UserCodeError as e:
         return _fail(f"{file}: {e.message}", e.__cause__)
     out = Path(args.out) if args.out else Path("results") / f"compare-{spec.name}"
     store_path = Path(args.store) if args.store else out / "optarena.sqlite"
-    with Store(store_path) as store:
-        comparison = run_comparison(problem, names, args.budget, args.seeds, args.steps or spec.steps,
-                                    args.convention, args.method, store, args.device, args.progress, threads)
+    factory = functools.partial(problem_from_file, str(Path(file).resolve()), args.steps, args.device)
+    try:
+        with Store(store_path) as store:
+            comparison = run_comparison(problem, names, args.budget, args.seeds, args.steps or spec.steps,
+                                        args.convention, args.method, store, args.device, args.progress, threads,
+                                        backend=backend, factory=factory)
+    finally:
+        if hasattr(backend, "close"):
+            backend.close()
     report = comparison.report(out)
     rec = comparison.recommendation
     print(f"recommendation: {rec if rec is None or isinstance(rec, str) else ', '.join(rec)}")

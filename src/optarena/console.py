@@ -38,6 +38,15 @@ def error(command: str, message: str, detail: str = "") -> None:
         stderr.print(detail.rstrip(), markup=False, highlight=False, soft_wrap=True)
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with errors as one line on stderr (``<prog>: error: <message>``), exit 2: no usage
+    block, so a bad option reads like every other optarena error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
 # ---- devices and threads ----------------------------------------------------------------------------
 
 

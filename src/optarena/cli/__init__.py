@@ -58,7 +58,7 @@ def _trajectories(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="optarena", description="The article's optimizers, exactly, and the experiments that test its claims.")
+    parser = console.Parser(prog="optarena", description="The article's optimizers, exactly, and the experiments that test its claims.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("optimizers", help="table of optimizers x conventions with defaults, update rules and search spaces")

@@ -1,0 +1,7 @@
+"""``python -m optarena.cli``: the same as the ``optarena`` command."""
+
+import sys
+
+from optarena.cli import main
+
+sys.exit(main())
