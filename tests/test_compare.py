@@ -83,8 +83,15 @@ def test_optarena_compare_is_callable():
 
 
 def test_optimizer_names():
-    assert resolve_optimizers("all") == EIGHT == ("sgd", "momentum", "adagrad", "rmsprop", "adam", "adadelta", "nadam", "ftrl")
-    assert resolve_optimizers("all", "pytorch") == tuple(o for o in EIGHT if o != "ftrl")
+    from optarena import rules
+
+    assert resolve_optimizers("article") == EIGHT == ("sgd", "momentum", "adagrad", "rmsprop", "adam", "adadelta", "nadam", "ftrl")
+    contenders = tuple(rules.names("contender"))
+    assert resolve_optimizers("contenders") == contenders
+    assert resolve_optimizers("all") == EIGHT + contenders == resolve_optimizers(None)
+    assert resolve_optimizers("all", "pytorch") == tuple(o for o in EIGHT + contenders if o != "ftrl")
+    with pytest.raises(ValueError, match="cannot be combined"):
+        resolve_optimizers("all,adam")
     assert resolve_optimizers("adam, SGD,adam") == ("adam", "sgd")
     assert resolve_optimizers(["adamw"]) == ("adamw",)
     with pytest.raises(ValueError, match=r"unknown optimizer 'adamx'; valid names: sgd, momentum, .*ftrl"):

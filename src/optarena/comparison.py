@@ -7,10 +7,12 @@ recommendation is the optimizer with the lowest mean held-out loss over those se
 leaders when the paired bootstrap interval of their difference includes 0 (`stats.separable`, 95%).
 An optimizer whose chosen setting diverged or failed on any seed ranks below every one that did not.
 
-"all" means the article's eight: sgd, momentum, adagrad, rmsprop, adam, adadelta, nadam and ftrl.
+"all" means the article's eight (sgd, momentum, adagrad, rmsprop, adam, adadelta, nadam, ftrl;
+``--optimizers article``) and today's contenders (lion, adafactor, muon, schedulefree_adamw, soap,
+lamb; ``--optimizers contenders``), each where it has the chosen convention.
 FTRL-Proximal is a per-coordinate rule that applies to any differentiable model (Keras offers it for
 every model); it was made for sparse linear models, and the comparison shows what it does on yours.
-Under the pytorch convention, which has no FTRL (torch.optim has none), "all" means the other seven.
+Under the pytorch convention, which has no FTRL (torch.optim has none), FTRL is left out.
 "adamw" may be named explicitly.
 
 The problem file (``optarena compare FILE.py``) defines ``model() -> nn.Module``,
@@ -44,37 +46,42 @@ from optarena import console, stats, tuning
 from optarena.backends import Backend
 from optarena.plots import Plot, Series
 from optarena.problems.user import UserCodeError, UserProblem, user_traceback
+from optarena import rules
 from optarena.rules import CONVENTIONS
-from optarena.rules import names as _optimizer_names
 from optarena.store import Store
 from optarena.study import Setup, StudyKey, StudyResult, TunedStudy, execute, objective
 
-OPTIMIZERS = tuple(_optimizer_names())
-EIGHT = ("sgd", "momentum", "adagrad", "rmsprop", "adam", "adadelta", "nadam", "ftrl")
+OPTIMIZERS = tuple(rules.names())
+EIGHT = tuple(rules.names("article"))
 CONFIDENCE = 0.95
 # Bootstrap resamples for the per-point bands of the curves (the verdict uses stats' default).
 BAND_RESAMPLES = 2000
 
 
 def resolve_optimizers(optimizers: str | Sequence[str] | None, convention: str = "article") -> tuple[str, ...]:
-    """The optimizer names to compare: "all" (see the module docstring), "adam,sgd" or a list."""
+    """The optimizer names to compare: "all" (the article's eight and today's contenders, those
+    with this convention), "article" (the eight), "contenders", or names ("adam,sgd" or a list)."""
     if convention not in CONVENTIONS:
         raise ValueError(f"unknown convention {convention!r}; allowed: {', '.join(CONVENTIONS)}")
-    if optimizers is None or optimizers == "all":
-        return tuple(o for o in EIGHT if not (o == "ftrl" and convention == "pytorch"))
+    groups = {"all": ("article", "contender"), "article": ("article",), "contenders": ("contender",)}
+    if optimizers is None or (isinstance(optimizers, str) and optimizers.strip().lower() in groups):
+        group = groups["all" if optimizers is None else optimizers.strip().lower()]
+        return tuple(o for o in rules.names(group) if rules.has_convention(o, convention))
     if isinstance(optimizers, str):
         optimizers = [o.strip() for o in optimizers.split(",")]
     names = [str(o).strip().lower() for o in optimizers if str(o).strip()]
-    if "all" in names:
-        raise ValueError("'all' cannot be combined with other optimizer names")
+    valid = f"valid names: {', '.join(OPTIMIZERS)} (or {', '.join(map(repr, groups))})"
+    if any(n in groups for n in names):
+        raise ValueError(f"{', '.join(repr(n) for n in names if n in groups)} cannot be combined with other optimizer names")
     unknown = [o for o in names if o not in OPTIMIZERS]
     if unknown:
-        raise ValueError(f"unknown optimizer{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
-                         f"valid names: {', '.join(OPTIMIZERS)} (or 'all')")
+        raise ValueError(f"unknown optimizer{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; {valid}")
     if not names:
-        raise ValueError(f"no optimizer named; valid names: {', '.join(OPTIMIZERS)} (or 'all')")
-    if "ftrl" in names and convention == "pytorch":
-        raise ValueError("ftrl has no 'pytorch' convention (torch.optim has no FTRL); use --convention article or keras")
+        raise ValueError(f"no optimizer named; {valid}")
+    for o in names:
+        if not rules.has_convention(o, convention):
+            raise ValueError(f"{o} has no {convention!r} convention ({rules.entry(o).absent.get(convention, 'not defined')}); "
+                             "use another --convention")
     return tuple(dict.fromkeys(names))
 
 
@@ -505,7 +512,7 @@ def load_problem_file(path: str | os.PathLike) -> ProblemFile:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `optarena compare FILE.py`."""
     parser.add_argument("file", metavar="FILE.py", help="problem file defining model(), data() and optionally loss(), batch_size, steps")
-    parser.add_argument("--optimizers", default="all", help=f"comma-separated names or 'all' (the article's eight); valid: {', '.join(OPTIMIZERS)}")
+    parser.add_argument("--optimizers", default="all", help=f"comma-separated names, 'article' (the article's eight), 'contenders' or 'all' (both; default); valid: {', '.join(OPTIMIZERS)}")
     parser.add_argument("--budget", type=int, default=8, help="tuning runs per optimizer (default 8)")
     parser.add_argument("--seeds", type=int, default=3, help="reruns of the chosen setting and the defaults (default 3)")
     parser.add_argument("--steps", type=int, default=None, help="training steps per run (default: the file's steps, else 500)")

@@ -310,7 +310,9 @@ def execute(
     `problem`: a ready Problem (e.g. a user's model); by default the registry's, built once per
     process. `factory`: how a worker in another process builds the same problem (backends other
     than local); the default rebuilds a registry problem by name."""
-    if problem is None and not stored_only:
+    local = backend is None or backend.name == "local"
+    if problem is None and not stored_only and local:
+        # Workers of other backends build their own (from `factory`); the driver needs none.
         problem = load_problem(study.problem, str(device), study.problem_options)
     if factory is None:
         factory = functools.partial(load_problem, study.problem, str(device), study.problem_options)
@@ -319,8 +321,9 @@ def execute(
     if isinstance(study, Sweep):
         return StudyResult(study, runs=run(list(study.trials)))
     steps = study.setup.steps or (problem.default_steps if problem is not None else None)
-    if steps is None:
-        steps = load_problem(study.problem, "cpu", study.problem_options).default_steps
+    if steps is None:  # a registry problem's class knows its default steps without its data
+        cls = problems.PROBLEMS.get(study.problem)
+        steps = cls.default_steps if cls is not None else load_problem(study.problem, "cpu", study.problem_options).default_steps
     return _tuned(study, run, steps)
 
 

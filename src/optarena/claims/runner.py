@@ -15,6 +15,7 @@ import platform
 import time
 import traceback
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -59,19 +60,34 @@ def run_claims(
     modules = load(ids)
     studies, _ = plan(modules, quick)
     results: dict[StudyKey, StudyResult] = {}
+    # With several workers, studies run side by side (one driver thread each, with its own
+    # connection to the store file), so the workers have batches of other studies to take while one
+    # study waits for its last batch or between its stages. Results do not depend on this: every
+    # batch is planned from its trials alone.
+    parallel = backend.workers() * 2 if backend is not None and store.path is not None and not stored_only else 1
 
-    def run(s: Study) -> None:
-        if s.key in results:
-            return
+    def run(s: Study, own: Store | None = None) -> StudyResult:
         if on_study is not None:
             on_study(str(s.key))
-        results[s.key] = execute(s, store, device, progress, backend=backend, stored_only=stored_only)
+        return execute(s, store if own is None else own, device, progress, backend=backend, stored_only=stored_only)
 
-    for s in studies:
-        run(s)
-    for m in modules:
-        for s in (m.followup(quick, results) if hasattr(m, "followup") else []):
-            run(s)
+    def run_all(batch: list[Study]) -> None:
+        batch = [s for s in dict((s.key, s) for s in batch).values() if s.key not in results]
+        if parallel <= 1 or len(batch) <= 1:
+            for s in batch:
+                results[s.key] = run(s)
+            return
+
+        def in_thread(s: Study) -> StudyResult:
+            with Store(store.path) as own:
+                return run(s, own)
+
+        with ThreadPoolExecutor(max_workers=min(parallel, len(batch))) as pool:
+            for s, result in zip(batch, pool.map(in_thread, batch)):
+                results[s.key] = result
+
+    run_all(studies)
+    run_all([s for m in modules if hasattr(m, "followup") for s in m.followup(quick, results)])
     verdicts = []
     for m in modules:
         try:
