@@ -69,21 +69,23 @@ def test_design():
     assert {t.convention for t in heavy.trials} == {"pytorch"}
 
 
-@pytest.mark.parametrize("in_range, ci, expected", [
-    (True, (0.0, 0.0), "in range"),
-    (False, (0.0, 0.2), "within the noise"),
-    (False, (0.2, 0.5), "outside"),
+@pytest.mark.parametrize("ci, expected", [
+    ((0.0, 0.0), "equivalent"),
+    ((0.0, 0.03), "equivalent"),
+    ((0.0, 0.2), "undecided"),  # an interval starting at 0 alone is no support
+    ((0.2, 0.5), "outside"),
 ])
-def test_classify(in_range, ci, expected):
-    assert r2.classify(in_range, ci) == expected
+def test_classify(ci, expected):
+    assert r2.classify(ci) == expected
 
 
 @pytest.mark.parametrize("classes, seeds, expected", [
-    (["in range", "within the noise"], 6, "supported"),
-    (["outside", "outside", "in range"], 6, "contradicted"),
-    (["outside", "in range"], 6, "inconclusive"),
-    (["in range"], 6, "inconclusive"),
-    (["in range", "in range"], 2, "inconclusive"),
+    (["equivalent", "equivalent"], 6, "supported"),
+    (["equivalent", "undecided"], 6, "inconclusive"),
+    (["outside", "outside", "equivalent"], 6, "contradicted"),
+    (["outside", "equivalent"], 6, "inconclusive"),
+    (["equivalent"], 6, "inconclusive"),
+    (["equivalent", "equivalent"], 2, "inconclusive"),
 ])
 def test_decide(classes, seeds, expected):
     assert r2.decide(classes, seeds) == expected
@@ -109,13 +111,19 @@ def test_diverged_runs_cannot_be_chosen():
 def test_verdict_supported_when_the_best_lies_in_the_range():
     v = r2.verdict(results(quality(0.85), quality(0.9)))
     assert v.verdict == "supported" and v.effect == 0.0
-    assert v.details["per_problem"]["noisy_quadratic"]["class"] == "in range"
+    assert v.details["per_problem"]["noisy_quadratic"]["class"] == "equivalent"
 
 
-def test_verdict_supported_when_the_range_is_within_the_noise():
-    v = r2.verdict(results(quality(0.95, at={0.9: 1.01}), quality(0.95, at={0.85: 1.01}), noise=0.2))
+def test_verdict_supported_when_the_range_is_within_the_margin_beyond_the_noise():
+    v = r2.verdict(results(quality(0.95, at={0.9: 1.01}), quality(0.95, at={0.85: 1.01}), noise=0.001))
     assert v.verdict == "supported"
-    assert {d["class"] for d in v.details["per_problem"].values()} == {"within the noise"}
+    assert {d["class"] for d in v.details["per_problem"].values()} == {"equivalent"}
+
+
+def test_verdict_inconclusive_when_noise_hides_whether_the_range_is_within_the_margin():
+    v = r2.verdict(results(quality(0.95, at={0.9: 1.01}), quality(0.95, at={0.85: 1.01}), noise=0.2))
+    assert v.verdict == "inconclusive"
+    assert {d["class"] for d in v.details["per_problem"].values()} == {"undecided"}
 
 
 def test_verdict_contradicted_when_the_range_is_clearly_worse():
@@ -150,3 +158,15 @@ def test_tiny_run_through_engine_and_store():
     v = r2.verdict(res)
     assert v.verdict in VERDICTS and math.isfinite(v.effect)
     assert set(v.details["per_problem"]) == set(PROBLEMS)
+
+
+def test_the_revision_and_margin_travel_with_the_verdict_into_json_and_report(tmp_path):
+    from optarena.claims.runner import preregistered
+    from optarena.report import write_report
+
+    v = preregistered(r2, r2.verdict(results(quality(0.85), quality(0.9))))
+    record = v.as_json()
+    assert record["margin"] == r2.MARGIN and record["revisions"] == r2.REVISIONS
+    assert {"date", "change", "seen"} == set(record["revisions"][0])
+    page = write_report([v], tmp_path).read_text()
+    assert "Rule revised:" in page and r2.REVISIONS[0]["date"] in page

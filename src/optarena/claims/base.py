@@ -3,7 +3,8 @@
 A claim module (``r1_sgd_tuning.py`` ... ``m4_bias_correction.py``) defines:
 
 - ``ID`` ("R1"), ``TEXT_ZH`` (the article's words), ``TEXT_EN`` (an English rendering),
-- ``RULE``: the verdict rule in words, fixed before any result is seen,
+- ``RULE``: the verdict rule in words, fixed before any result is seen; ``REVISIONS`` (optional):
+  every later change of it, as {"date", "change", "seen"} records, printed beside the verdict,
 - ``design(quick: bool) -> list[optarena.study.Study]``: the runs it needs,
 - ``verdict(results: dict[str, optarena.study.StudyResult]) -> Verdict``: numbers in, verdict out;
   keyed by ``Study.name``. It must also accept results with fewer seeds or problems than designed
@@ -23,6 +24,9 @@ from typing import Any
 from optarena.plots import Plot, Series  # noqa: F401  (figure data lives in optarena.plots)
 
 VERDICTS = ("supported", "contradicted", "inconclusive")
+REVISION_FIELDS = ("date", "change", "seen")
+"""A claim module's ``REVISIONS``: each change of its rule after the first, with the date, what
+changed and which result had been seen when it changed (pre-registration that can be checked)."""
 
 
 def mode(quick: bool) -> str:
@@ -55,10 +59,15 @@ class Verdict:
     details: dict[str, Any] = field(default_factory=dict)
     plots: list[Plot] = field(default_factory=list)
     run_keys: list[str] = field(default_factory=list)
+    margin: float | None = None
+    revisions: list[dict[str, str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
             raise ValueError(f"verdict must be one of {VERDICTS}, got {self.verdict!r}")
+        for r in self.revisions:
+            if set(r) != set(REVISION_FIELDS):
+                raise ValueError(f"a revision has the fields {REVISION_FIELDS}, got {sorted(r)}")
 
     def as_json(self) -> dict[str, Any]:
         """The verdicts.json record (plots left out; they live in the HTML report)."""
@@ -74,6 +83,8 @@ class Verdict:
             "budget": self.budget,
             "seeds": self.seeds,
             "rule": self.rule,
+            "margin": self.margin,
+            "revisions": [dict(r) for r in self.revisions],
             "summary": self.summary,
             "details": self.details,
             "run_keys": list(self.run_keys),

@@ -32,6 +32,12 @@ SETTINGS = {True: ((1e-3, 10**1.5), 10, 3, 300), False: ((1e-3, 1e2), 11, 10, 10
 LOSS_MARGIN = 0.02  # AdaGrad's held-out loss may exceed Adam's by 2% (relative) and still "suit"
 MIN_SEEDS = 3
 
+REVISIONS = [{
+    "date": "2026-11-25",
+    "change": "the rule was revised after the first quick-mode result, before its first commit; the "
+              "original rule text was not kept (no version of it is in git), only this one",
+    "seen": "the first quick-mode R3 result (its numbers were not recorded)",
+}]
 RULE = (
     "sparse_zipf (100,000 Zipf-distributed binary features, logistic loss); article SGD, AdaGrad and Adam, "
     "each with the same budget: a half-decade learning-rate grid (quick 1e-3 ... 31.6, 10 values, 300 steps; "

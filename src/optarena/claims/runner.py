@@ -91,7 +91,7 @@ def run_claims(
     verdicts = []
     for m in modules:
         try:
-            verdicts.append(m.verdict(results))
+            verdicts.append(preregistered(m, m.verdict(results)))
         except Exception:  # a broken verdict must not hide the other eleven; it is reported as such
             verdicts.append(_failed_verdict(m, traceback.format_exc()))
     n_runs = len({k for r in results.values() for k in r.run_keys()})
@@ -106,6 +106,14 @@ def run_claims(
         "optarena": __version__,
     }
     return verdicts, meta
+
+
+def preregistered(module, v: Verdict) -> Verdict:
+    """`v` with its module's pre-registration data: the margin (``MARGIN``) and ``REVISIONS``."""
+    if v.margin is None and isinstance(getattr(module, "MARGIN", None), (int, float)):
+        v.margin = float(module.MARGIN)
+    v.revisions = v.revisions or [dict(r) for r in getattr(module, "REVISIONS", [])]
+    return v
 
 
 def _failed_verdict(module, error: str) -> Verdict:

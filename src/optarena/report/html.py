@@ -121,6 +121,8 @@ def _verdict_view(v: Verdict, anchor: str) -> dict[str, Any]:
         "budget": format_value(v.budget),
         "seeds": format_value(v.seeds),
         "rule": v.rule,
+        "margin": None if v.margin is None else format_value(v.margin),
+        "revisions": [dict(r) for r in v.revisions],
         "summary": v.summary,
         "details": flatten(v.details),
         "figures": [_figure_view(p) for p in v.plots],
