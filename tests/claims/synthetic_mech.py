@@ -45,11 +45,12 @@ def tuned(study: Study, reruns: dict[str, list[RunResult]], best: dict[str, dict
 
 def valley_path(steps: int, period: int | None, amplitude: float = 0.05, start=(-2.0, -1.0)) -> list[list[float]]:
     """A 2-D path drifting along the valley floor (1, 1) with an oscillation across it (steep axis
-    (1, -1)/sqrt(2)) whose displacement changes sign every `period`/2 steps; None: no oscillation."""
+    (1, -1)/sqrt(2)) whose displacement changes sign every `period`/2 steps; None: no oscillation, a
+    monotone approach to the floor instead (as gradient descent below lr*lambda = 1)."""
     floor = np.array([1.0, 1.0]) / math.sqrt(2)
     steep = np.array([1.0, -1.0]) / math.sqrt(2)
     t = np.arange(steps + 1)
-    across = np.zeros(steps + 1) if period is None else amplitude * np.sin(2 * np.pi * (t + 0.25) / period)
+    across = amplitude * 0.95**t if period is None else amplitude * np.sin(2 * np.pi * (t + 0.25) / period)
     xy = np.asarray(start) + np.outer(0.01 * t, floor) + np.outer(across, steep)
     return xy.tolist()
 
