@@ -100,3 +100,26 @@ def test_without_ray_the_backend_says_which_extra_to_install(monkeypatch):
     with pytest.raises(console.UsageError, match=r"pip install optarena\[ray\]") as caught:
         backends.get("ray")
     assert "\n" not in str(caught.value)
+
+
+def test_claims_on_ray_write_the_same_verdicts_as_local(ray_backend, tmp_path):
+    """Issue 9: the same claims with --backend ray give the same verdicts.json (measured seconds
+    aside) as with local; on ray the studies run side by side."""
+    import json
+
+    from optarena.claims.runner import run_claims, write_outputs
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    try:
+        from backend_speedup import strip_timings
+    finally:
+        sys.path.pop(0)
+    written = {}
+    for name, backend in (("local", None), ("ray", ray_backend)):
+        with Store(tmp_path / f"{name}.sqlite") as store:
+            verdicts, meta = run_claims(["M2", "M4"], True, store, backend=backend)
+        assert meta["backend"] == name
+        write_outputs(verdicts, meta, tmp_path / name)
+        written[name] = strip_timings(json.loads((tmp_path / name / "verdicts.json").read_text()))
+    assert written["ray"] == written["local"]
+    assert [v["verdict"] for v in written["local"]] and all(v["run_keys"] for v in written["local"])
