@@ -65,14 +65,16 @@ def sweep_trials(problem: str, steps: int, n: int | None = None) -> list[Trial]:
     return trials
 
 
-def matmul_peak_gflops(size: int = 2048, reps: int = 5) -> float:
-    """float32 GFLOP/s of a large square torch.mm: best of `reps`, after a warm-up."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
+def matmul_peak_gflops(device: str = "cpu", size: int = 2048, reps: int = 5) -> float:
+    """float32 GFLOP/s of a large square torch.mm on `device`: best of `reps`, after a warm-up."""
+    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
     torch.mm(a, b)
+    _sync(device)
     best = math.inf
     for _ in range(reps):
         started = time.perf_counter()
         torch.mm(a, b)
+        _sync(device)
         best = min(best, time.perf_counter() - started)
     return 2 * size**3 / best / 1e9
 
@@ -117,26 +119,32 @@ class Outcome:
         return self.engine_rps / self.loop_rps
 
 
-def measure(problem_name: str, n_trials: int | None, steps: int, loop_sample: int | None, rng: random.Random) -> tuple[Outcome, list[Trial], object, float]:
-    problem = problems.get(problem_name, batch_size=64)
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def measure(problem_name: str, n_trials: int | None, steps: int, loop_sample: int | None, rng: random.Random,
+            device: str = "cpu") -> tuple[Outcome, list[Trial], object, float]:
+    problem = problems.get(problem_name, batch_size=64, device=device)
     trials = sweep_trials(problem_name, steps, n_trials)
     sample = trials if loop_sample is None or loop_sample >= len(trials) else rng.sample(trials, loop_sample)
     index = {t.run_key: i for i, t in enumerate(trials)}
 
-    engine.run(problem, trials[:8])  # warm-up (allocator, lazy initialisation), both ways
-    engine.run_sequential(problem, trials[:1])
+    engine.run(problem, trials[:8], device=device)  # warm-up (allocator, lazy initialisation), both ways
+    engine.run_sequential(problem, trials[:1], device=device)
 
-    started = time.perf_counter()
-    batched = engine.run(problem, trials)
-    engine_seconds = [time.perf_counter() - started]
+    def timed(fn):
+        _sync(device)
+        started = time.perf_counter()
+        out = fn()
+        _sync(device)
+        return out, time.perf_counter() - started
 
-    started = time.perf_counter()
-    loop = engine.run_sequential(problem, sample)
-    loop_seconds = time.perf_counter() - started
-
-    started = time.perf_counter()
-    engine.run(problem, trials)
-    engine_seconds.append(time.perf_counter() - started)
+    batched, first = timed(lambda: engine.run(problem, trials, device=device))
+    loop, loop_seconds = timed(lambda: engine.run_sequential(problem, sample, device=device))
+    _, second = timed(lambda: engine.run(problem, trials, device=device))
+    engine_seconds = [first, second]
 
     engine_time = sum(engine_seconds) / len(engine_seconds)
     statuses: dict[str, int] = {}
@@ -161,22 +169,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads, both ways (default 1)")
     parser.add_argument("--tiny", action="store_true", help="8 trials x 10 steps: a smoke test in seconds")
     parser.add_argument("--seed", type=int, default=0, help="seed of the loop sample")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda: both sides run there (default cpu)")
     args = parser.parse_args(argv)
     if args.tiny:
         args.trials, args.steps = 8, 10
     torch.set_num_threads(args.threads)
     rng = random.Random(args.seed)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s) both ways")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s) both ways, device {args.device}"
+          + (f" ({torch.cuda.get_device_name(args.device)})" if args.device.startswith("cuda") else ""))
     print(f"optimizers {', '.join(OPTIMIZERS)}; lr = article default x 10^k, k in "
           f"[{LR_EXPONENTS[0]}, {LR_EXPONENTS[-1]}] (10 values); seeds 0..{SEEDS - 1}; batch 64")
 
     lines = []
     for workload, problem_name in WORKLOADS.items():
-        outcome, trials, problem, engine_time = measure(problem_name, args.trials, args.steps, args.loop_sample, rng)
+        outcome, trials, problem, engine_time = measure(problem_name, args.trials, args.steps, args.loop_sample, rng,
+                                                        args.device)
         line = (f"sweep speedup {workload}: {outcome.speedup:.1f}x (engine {outcome.engine_rps:.1f} runs/s, "
                 f"loop {outcome.loop_rps:.2f} runs/s, max final-loss diff {outcome.diff:.1e}")
         if workload == "mlp":
-            peak = matmul_peak_gflops()  # right after the engine runs it is compared with
+            peak = matmul_peak_gflops(args.device)  # right after the engine runs it is compared with
             print(f"float32 matmul peak (2048 x 2048 torch.mm, best of 5): {peak:.1f} GFLOP/s")
             achieved = mlp_matmul_flops(problem, trials) / engine_time / 1e9
             print(f"mlp: engine matmul throughput {achieved:.1f} GFLOP/s = {100 * achieved / peak:.1f}% of peak")

@@ -113,12 +113,13 @@ def same(a: RunResult, b: RunResult) -> bool:
 
 
 @pytest.fixture(scope="module", params=["digits_mlp", "noisy_quadratic", "breast_cancer_logreg"])
-def stacked_and_alone(request, build):
-    """One stack of every optimizer x convention x settings x seeds, and each trial in the loop."""
+def stacked_and_alone(request, build, device):
+    """One stack of every optimizer x convention x settings x seeds, and each trial in the loop, on
+    the test device ($OPTARENA_TEST_DEVICE: benchmarks/gpu_check.sh runs these on CUDA)."""
     name = request.param
-    problem = build(name)
+    problem = build(name) if device == "cpu" else problems.get(name, device=device)
     trials = suite(name)
-    return problem, trials, engine.run(problem, trials), engine.run_sequential(problem, trials)
+    return problem, trials, engine.run(problem, trials, device=device), engine.run_sequential(problem, trials, device=device)
 
 
 def test_batched_equals_the_loop_for_every_optimizer_and_convention(stacked_and_alone):
