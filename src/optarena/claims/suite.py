@@ -99,6 +99,49 @@ def deep_studies(quick: bool) -> tuple[TunedStudy, ...]:
     )
 
 
+# The budget sweep (claims R5 and R6): the neural-network problems tuned again at 3x (and, in full
+# mode, 10x) their default steps, with the same protocol (fewer points and seeds than the 1x study
+# in full mode, to fit its time budget). 1x is the shared comparison itself.
+# mode -> problem -> budget multiples (mnist_mlp at 10x would not fit full mode's hour on 2 cores)
+BUDGET_SWEEP = {True: {"digits_mlp": (1, 3)}, False: {"digits_mlp": (1, 3, 10), "mnist_mlp": (1, 3)}}
+SWEEP_BUDGET = {True: QUICK_BUDGET, False: 12}
+SWEEP_SEEDS = {True: QUICK_SEEDS, False: 5}
+
+
+def budget_key(problem: str, multiple: int, quick: bool) -> StudyKey:
+    return StudyKey("tuned" if multiple == 1 else f"tuned-x{multiple}", problem, mode(quick))
+
+
+@functools.lru_cache(maxsize=4)
+def budget_studies(quick: bool) -> tuple[TunedStudy, ...]:
+    """The tuned comparison of every neural-network problem at each budget multiple (1x: the
+    shared study object)."""
+    from optarena import problems
+
+    shared = {s.key: s for s in tuned_studies(quick)}
+    out = []
+    for p, multiples in BUDGET_SWEEP[quick].items():
+        for k in multiples:
+            key = budget_key(p, k, quick)
+            out.append(shared.get(key) or TunedStudy(key, OPTIMIZERS, CONVENTION, SWEEP_BUDGET[quick], SWEEP_SEEDS[quick],
+                                                     setup=Setup(k * problems.PROBLEMS[p].default_steps)))
+    return tuple(out)
+
+
+def by_budget(results: Mapping[StudyKey, StudyResult]) -> dict[int, dict[str, StudyResult]]:
+    """{budget multiple: {problem: result}} of the budget sweep in `results` (full mode preferred)."""
+    for quick in (False, True):
+        found: dict[int, dict[str, StudyResult]] = {}
+        for p, multiples in BUDGET_SWEEP[quick].items():
+            for k in multiples:
+                r = results.get(budget_key(p, k, quick))
+                if r is not None:
+                    found.setdefault(k, {})[p] = r
+        if found:
+            return found
+    return {}
+
+
 def select(results: Mapping[StudyKey, StudyResult], kind: str) -> dict[str, StudyResult]:
     """{problem: result} of the `kind` ("tuned" or "deep") studies in `results`, full mode when present."""
     return by_kind(results, kind)
