@@ -126,7 +126,7 @@ def test_design_meets_the_protocol(quick):
 def test_claims_share_the_same_study_objects(quick):
     first = r1.design(quick)
     for claim in (r4_rmsprop_vs_adam, r6_adadelta):
-        assert all(a is b for a, b in zip(first, claim.design(quick)))
+        assert all(a is b for a, b in zip(first, claim.design(quick)))  # R6 adds the budget sweep after them
     # R5's budget sweep reuses the shared study at 1x.
     shared = {s.key: s for s in first}
     assert all(shared[s.key] is s for s in r5_adam_default.design(quick) if s.key in shared)

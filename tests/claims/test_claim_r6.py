@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 import synthetic_tuned as syn
 from optarena.claims import r6_adadelta as r6
 from optarena.claims import suite
@@ -62,3 +64,14 @@ def test_verdict_fields_and_plots():
     assert {p.kind for p in v.plots} == {"bars", "curves"}
     d = v.details["per_problem"]["p0"]
     assert d["lr_width"] > d["median_lr_width_others"]  # the fabricated Adadelta bowl is the flatter one
+
+
+def test_budget_dependence_is_reported_per_budget_multiple():
+    from test_claim_r5 import results as sweep_results
+
+    res = sweep_results({1: 1.0, 3: 1.0, 10: 1.0})  # adadelta: defaults 0.5 vs tuned 0.13 everywhere
+    dependence = r6.budget_dependence(res)
+    assert set(dependence) == {"1x", "3x", "10x"} and set(dependence["10x"]) == {"digits_mlp"}
+    row = dependence["3x"]["mnist_mlp"]
+    assert row["excess_percent"] == pytest.approx(100 * (0.5 / 0.13 - 1), rel=0.05) and not row["within_margin"]
+    assert row["steps"] == 10  # the fabricated runs' steps

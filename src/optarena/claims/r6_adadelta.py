@@ -50,7 +50,24 @@ def decide(intervals: list[tuple[float, float]], n_seeds: int, margin: float = M
 
 
 def design(quick: bool) -> list[Study]:
-    return list(suite.tuned_studies(quick))
+    shared = list(suite.tuned_studies(quick))
+    return shared + [s for s in suite.budget_studies(quick) if s not in shared]
+
+
+def budget_dependence(results: dict) -> dict[str, dict[str, dict]]:
+    """{"<k>x": {problem: default-over-tuned Adadelta (percent, 95% CI)}} on the budget sweep."""
+    out = {}
+    for k, chosen in sorted(suite.by_budget(results).items()):
+        for p, r in chosen.items():
+            if not (r.tuned.get("adadelta") and r.defaults.get("adadelta")):
+                continue
+            n = min(len(r.tuned["adadelta"]), len(r.defaults["adadelta"]))
+            d = suite.paired_log_ratio(suite.seed_losses(r, "adadelta", "defaults")[:n], suite.seed_losses(r, "adadelta", "tuned")[:n])
+            out.setdefault(f"{k}x", {})[p] = {"excess_percent": suite.percent(d["mean"]),
+                                               "ci95_percent": [suite.percent(v) for v in d["ci95"]],
+                                               "steps": r.tuned["adadelta"][0].trial.steps,
+                                               "within_margin": d["ci95"][1] < math.log1p(MARGIN)}
+    return out
 
 
 def verdict(results: dict[str, StudyResult]) -> Verdict:
@@ -87,12 +104,17 @@ def verdict(results: dict[str, StudyResult]) -> Verdict:
         f"tuning buys less than {MARGIN:.0%} on {len(little)} and more on {len(matters)} of {len(per_problem)} problems ({seeds} seeds)."
         if per_problem else "No untuned and tuned Adadelta reruns to compare."
     )
+    sweep = budget_dependence(results)
+    if sweep:
+        summary += " Budget dependence (neural networks, reported): " + "; ".join(
+            f"{k}: " + ", ".join(f"{p} {v['excess_percent']:+.0f}% [{v['ci95_percent'][0]:+.0f}, {v['ci95_percent'][1]:+.0f}]"
+                                 for p, v in rows.items()) for k, rows in sweep.items()) + "."
     return Verdict(
         id=ID, claim_zh=TEXT_ZH, claim_en=TEXT_EN, verdict=outcome, effect=effect, ci95=(float(ci[0]), float(ci[1])),
         problems=list(per_problem), budget=max((r.study.budget for r in chosen.values()), default=0), seeds=seeds,
         rule=RULE, effect_name=EFFECT_NAME, summary=summary,
         details={"margin": MARGIN, "tuning_buys_little_on": little, "tuning_matters_on": matters,
-                 "lr_width_margin": WIDTH_MARGIN, "per_problem": per_problem},
+                 "lr_width_margin": WIDTH_MARGIN, "per_problem": per_problem, "budget_dependence": sweep},
         plots=_plots(chosen, default, tuned), run_keys=suite.run_keys(chosen),
     )
 
