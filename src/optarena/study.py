@@ -79,8 +79,14 @@ class TunedStudy:
     problem_options: tuple[tuple[str, Any], ...] = ()
     trace: tuple[str, ...] = ()
     optuna_storage: str | None = None
+    fixed: tuple[tuple[str, tuple[tuple[str, float], ...]], ...] = ()
+    """Per optimizer, hyperparameters held at given values in every trial (tuning points override
+    them, the untuned reruns use them): e.g. (("nadam", (("momentum_decay", 1e3),)),)."""
 
     def __post_init__(self) -> None:
+        unknown = [o for o, _ in self.fixed if o not in self.optimizers]
+        if unknown:
+            raise ValueError(f"fixed names optimizers the study does not run: {unknown}")
         if self.method not in tuning.METHODS:
             raise ValueError(f"method must be one of {tuning.METHODS}, got {self.method!r}")
         for label, value, low in (("budget", self.budget, 1), ("seeds", self.seeds, 1), ("selection_seeds", self.selection_seeds, 1)):
@@ -103,6 +109,9 @@ class TunedStudy:
 
     def rerun_seeds(self) -> range:
         return range(self.selection_seeds, self.selection_seeds + self.seeds)
+
+    def fixed_for(self, optimizer: str) -> dict[str, float]:
+        return dict(next((hp for o, hp in self.fixed if o == optimizer), ()))
 
 
 @dataclass(frozen=True)
@@ -329,8 +338,8 @@ def execute(
 
 def trial_of(study: TunedStudy, optimizer: str, hparams: Mapping[str, float], seed: int, steps: int) -> Trial:
     s = study.setup
-    return Trial(study.problem, optimizer, study.convention, dict(hparams), seed, steps, s.schedule, s.warmup,
-                 s.clip_grad_norm)
+    return Trial(study.problem, optimizer, study.convention, {**study.fixed_for(optimizer), **hparams}, seed, steps,
+                 s.schedule, s.warmup, s.clip_grad_norm)
 
 
 def _tuned(study: TunedStudy, run: _Runner, steps: int) -> StudyResult:

@@ -22,10 +22,10 @@ STEPS = 10
 
 
 def run(problem: str, optimizer: str, loss: float, seed: int = 0, hparams: Mapping[str, float] | None = None,
-        start: float = START_LOSS) -> RunResult:
-    trial = Trial(problem, optimizer, "article", dict(hparams or {}), seed, STEPS)
+        start: float = START_LOSS, steps: int = STEPS) -> RunResult:
+    trial = Trial(problem, optimizer, "article", dict(hparams or {}), seed, steps)
     if math.isfinite(loss):
-        curve = {"step": [0.0, float(STEPS)], "val_loss": [start, loss], "train_loss": [start, loss]}
+        curve = {"step": [0.0, float(steps)], "val_loss": [start, loss], "train_loss": [start, loss]}
         return RunResult(trial, "done", curve, {"val_loss": loss, "train_loss": loss})
     curve = {"step": [0.0], "val_loss": [start], "train_loss": [start]}
     return RunResult(trial, "diverged", curve, {"val_loss": math.inf, "train_loss": math.inf}, diverged_at=1)
@@ -56,6 +56,7 @@ def study_result(
     tuned: Mapping[str, Sequence[float]] | None = None,
     defaults: Mapping[str, Sequence[float]] | None = None,
     optimizers: Sequence[str] | None = None,
+    steps: int = STEPS,
 ) -> StudyResult:
     """A StudyResult: `tuning[o]` = held-out loss per lr of `lrs` (seed 0), `tuned[o]` and
     `defaults[o]` = held-out loss per rerun seed (1..S)."""
@@ -69,15 +70,15 @@ def study_result(
     result = StudyResult(study)
     for o, losses in tuning.items():
         assert len(losses) == len(lrs), f"{o}: one loss per lr"
-        result.tuning[o] = [run(problem, o, v, 0, {"lr": lr}) for lr, v in zip(lrs, losses)]
+        result.tuning[o] = [run(problem, o, v, 0, {"lr": lr}, steps=steps) for lr, v in zip(lrs, losses)]
         finite = [(v, lr) for lr, v in zip(lrs, losses) if math.isfinite(v)]
         result.best[o] = {"lr": min(finite)[1] if finite else lrs[0]}
     for o, losses in tuned.items():
         best = result.best.get(o, {"lr": 1e-3})
         result.best.setdefault(o, best)
-        result.tuned[o] = [run(problem, o, v, s, best) for s, v in enumerate(losses, start=1)]
+        result.tuned[o] = [run(problem, o, v, s, best, steps=steps) for s, v in enumerate(losses, start=1)]
     for o, losses in defaults.items():
-        result.defaults[o] = [run(problem, o, v, s) for s, v in enumerate(losses, start=1)]
+        result.defaults[o] = [run(problem, o, v, s, steps=steps) for s, v in enumerate(losses, start=1)]
     return result
 
 

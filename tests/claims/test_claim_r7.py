@@ -13,8 +13,10 @@ from optarena.claims import r7_nadam_deep as r7
 from optarena.claims import suite
 
 
-def results(ratio: float, jitter: float, n: int = 6, references: dict[str, float] | None = None, quick: bool = True) -> dict:
-    """On both deep problems, tuned and untuned: Nadam's loss = ratio * Adam's, seed by seed."""
+def results(ratio: float, jitter: float, n: int = 6, references: dict[str, float] | None = None, quick: bool = True,
+            steps: int = 1000) -> dict:
+    """On both deep problems, tuned and untuned: Nadam's loss = ratio * Adam's, seed by seed, runs of
+    `steps` steps (the deep problems' default is 1,000)."""
     out = {}
     for i, problem in enumerate(suite.DEEP_PROBLEMS):
         adam_t, nadam_t = syn.paired(0.3, ratio, 0.2, n, seed=i, jitter=jitter)
@@ -22,7 +24,7 @@ def results(ratio: float, jitter: float, n: int = 6, references: dict[str, float
         tuned = {"adam": adam_t, "nadam": nadam_t} | {o: [v] * n for o, v in (references or {}).items()}
         defaults = {"adam": adam_d, "nadam": nadam_d} | {o: [v] * n for o, v in (references or {}).items()}
         name = suite.study_name("deep", problem, quick)
-        out[name] = syn.study_result(name, problem, tuning={o: [1.0] * 3 for o in tuned}, lrs=[1e-4, 1e-3, 1e-2],
+        out[name] = syn.study_result(name, problem, steps=steps, tuning={o: [1.0] * 3 for o in tuned}, lrs=[1e-4, 1e-3, 1e-2],
                                      tuned=tuned, defaults=defaults)
     return out
 
@@ -98,7 +100,7 @@ def test_design_meets_the_protocol(quick):
     assert [s.problem for s in studies] == ["deep_mlp", "residual_mlp"]
     for s in studies:
         lrs = sorted({p["lr"] for p in tuning.grid(tuning.space("adam", s.tune, s.lr_range, s.convention), s.budget)})
-        assert len(lrs) >= 36 and s.seeds >= 10
+        assert len(lrs) >= 12 and s.seeds >= 5 and s.steps == 1000  # 1,000 steps: fewer points and seeds fit the hour
         assert lrs[0] == pytest.approx(1e-5) and lrs[-1] == pytest.approx(1e2)
 
 
@@ -107,3 +109,18 @@ def test_deep_problems_are_deep():
     depth = inspect.signature(problems.PROBLEMS["deep_mlp"]).parameters["depth"].default
     blocks = inspect.signature(problems.PROBLEMS["residual_mlp"]).parameters["blocks"].default
     assert depth >= 8 and blocks >= 16
+
+
+def test_runs_shorter_than_the_default_steps_cannot_decide():
+    v = r7.verdict(results(0.8, jitter=0.01, steps=300))
+    assert v.verdict == "inconclusive" and "Too short to decide" in v.summary
+    assert r7.decide([(-0.3, -0.1)] * 4, 6, long_enough=False) == "inconclusive"
+
+
+def test_design_removes_the_confounds():
+    for quick in (True, False):
+        for s in r7.design(quick):
+            assert s.convention == "pytorch"  # eps outside the root for Adam and Nadam alike
+            assert s.fixed_for("nadam") == {"lr": 1e-3, "momentum_decay": 1e3}  # flat mu; untuned lr = Adam's
+    full = r7.design(False)
+    assert all(s.steps == 1000 for s in full)

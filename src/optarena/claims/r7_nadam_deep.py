@@ -8,6 +8,13 @@ improvement of: Nadam must be at least as good, i.e. not more than MARGIN = 5% w
 noise (an equivalence bound: absence of a difference alone does not support the claim). Where the
 study also ran reference optimizers (full mode: momentum, RMSprop), tuned Nadam must moreover reach
 a lower mean loss than the median reference on every deep problem.
+
+Without the confounds of the first design (claims review): both in the pytorch convention (eps
+outside the square root for both; the article convention put it inside for Adam only), Nadam's
+momentum schedule flat (momentum_decay 1e3, so mu_t = beta1; PyTorch's default 4e-3 gives mu ~0.46
+over 300 steps, a different optimizer), equal untuned learning rates (1e-3), and the problems' own
+1,000 steps in full mode. Runs shorter than the problem's default steps (quick mode: 300) are too
+short to decide.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import math
 
 import numpy as np
 
+from optarena import problems
 from optarena.claims import suite
 from optarena.claims.base import Verdict
 from optarena.plots import Plot
@@ -32,17 +40,25 @@ RULE = (
     "bootstrap interval. Contradicted if the interval lies above 0 (Nadam worse beyond the noise) in more "
     "than half of the cells. Supported if it lies above 0 in no cell, lies below ln(1.05) (Nadam at most 5% "
     "worse, beyond the noise) in more than half of the cells, and, where reference optimizers ran, tuned "
-    "Nadam's mean loss is below the median reference's on every deep problem. Inconclusive otherwise, and "
-    "with fewer than 3 seeds."
+    "Nadam's mean loss is below the median reference's on every deep problem. Inconclusive otherwise, with "
+    "fewer than 3 seeds, and with fewer steps than the problems' default 1,000. Both in the pytorch convention "
+    "(eps outside the root), Nadam with a flat momentum schedule (momentum_decay 1e3) and, untuned, Adam's lr 1e-3."
 )
+REVISIONS = [{
+    "date": "2026-12-03",
+    "change": "the confounds removed: pytorch convention for both (eps placement), Nadam's mu schedule flat, "
+              "equal untuned lrs, 1,000 steps in full mode (300 before), runs shorter than that inconclusive",
+    "seen": "quick mode inconclusive, Nadam +16.9% [-6.3, +75.1] against Adam (article convention, 300 steps)",
+}]
 EFFECT_NAME = "Nadam over Adam held-out loss - 1, in % (geometric mean over seeds and cells; < 0: Nadam better)"
 
 
 def decide(intervals: list[tuple[float, float]], n_seeds: int, beats_references: list[bool] | None = None,
-           margin: float = MARGIN) -> str:
+           margin: float = MARGIN, long_enough: bool = True) -> str:
     """`intervals`: per cell, the 95% interval of mean ln(L_nadam / L_adam); `beats_references`: per
-    problem, whether tuned Nadam beats the median reference (None where no references ran)."""
-    if n_seeds < suite.MIN_SEEDS or not intervals:
+    problem, whether tuned Nadam beats the median reference (None where no references ran);
+    `long_enough`: the runs had at least the problems' default steps."""
+    if n_seeds < suite.MIN_SEEDS or not intervals or not long_enough:
         return "inconclusive"
     worse = sum(low > 0 for low, _ in intervals)
     as_good = sum(high < math.log1p(margin) for _, high in intervals)
@@ -80,7 +96,10 @@ def verdict(results: dict[str, StudyResult]) -> Verdict:
         references[problem] = {"tuned_loss": ref, "median": float(np.median(list(ref.values()))), "nadam": nadam,
                                "nadam_beats_median": nadam < float(np.median(list(ref.values())))}
     beats = [r["nadam_beats_median"] for r in references.values()] if references else None
-    outcome = decide([tuple(c["ci95"]) for c in cells.values()], seeds, beats)
+    steps = {p: r.tuned["adam"][0].trial.steps for p, r in chosen.items() if r.tuned.get("adam")}
+    long_enough = bool(steps) and all(steps[p] >= problems.PROBLEMS[p].default_steps
+                                      for p in steps if p in problems.PROBLEMS)
+    outcome = decide([tuple(c["ci95"]) for c in cells.values()], seeds, beats, long_enough=long_enough)
 
     if cells and seeds:
         d = np.array([suite.log_losses(v["nadam"]) - suite.log_losses(v["adam"]) for v in losses.values()])  # (cells, S)
@@ -94,7 +113,8 @@ def verdict(results: dict[str, StudyResult]) -> Verdict:
     summary = (
         f"Nadam's held-out loss is {effect:+.1f}% relative to Adam's (95% CI {ci[0]:+.1f}% to {ci[1]:+.1f}%) on "
         f"{', '.join(chosen)}; Nadam is better beyond the noise in {len(better)} and worse in {len(worse)} of "
-        f"{len(cells)} cells ({seeds} seeds)."
+        f"{len(cells)} cells ({seeds} seeds, {'/'.join(map(str, sorted(set(steps.values()))))} steps)."
+        + ("" if long_enough else " Too short to decide: the rule needs the problems' default 1,000 steps (full mode).")
         if cells else "No Nadam / Adam runs on deep networks to compare."
     )
     return Verdict(
@@ -122,6 +142,6 @@ def _plots(chosen: dict[str, StudyResult], losses: dict, groups: list[str]) -> l
             "bars", "Nadam vs Adam on deep networks", "problem and setting", "held-out loss (mean over seeds, 95% CI)",
             [suite.bars(o, [losses[k][o] for k in keys]) for o in ("adam", "nadam")], logy=True,
             categories=[f"{p} {SETTINGS[g]}" for p, g in keys],
-            caption="Tuned: best learning rate of the grid; untuned: the article-convention defaults.",
+            caption="Tuned: best learning rate of the grid; untuned: lr 1e-3 for both (pytorch convention, Nadam's mu flat).",
         ))
     return plots
