@@ -54,6 +54,10 @@ class RuleOptimizer(torch.optim.Optimizer):
                 loss = closure()
         for index, group in enumerate(self.param_groups):
             rule = self._rule(index, group)
+            if self._at_eval_point and rule.has_eval_point:
+                # gradients were taken at the evaluation point, not where the rule takes them
+                raise RuntimeError(f"{type(self).__name__}.step() called after optimizer.eval(); "
+                                   "call optimizer.train() before training again")
             for param in group["params"]:
                 if param.grad is None:
                     continue

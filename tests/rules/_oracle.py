@@ -171,8 +171,11 @@ CONVENTIONS = ("article", "pytorch", "keras")
 
 
 def conventions_of(name: str) -> tuple[str, ...]:
-    """FTRL has no torch.optim original, so no pytorch convention."""
-    return tuple(c for c in CONVENTIONS if not (name == "ftrl" and c == "pytorch"))
+    """The conventions the registry gives `name` (FTRL has no torch.optim original, so no pytorch
+    convention; the contenders have no keras one)."""
+    from optarena import rules
+
+    return tuple(c for c in CONVENTIONS if rules.has_convention(name, c))
 
 
 def optimizer_class(name: str):

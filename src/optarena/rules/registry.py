@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from optarena.rules.base import Rule
-from optarena.rules.spec import Convention, Dimension, Optimizer, Range, above, at_least, at_most, interval
+from optarena.rules.spec import Convention, Dimension, Optimizer, Range, above, at_least, at_most, integer, interval
 
 CONVENTIONS = ("article", "pytorch", "keras")
 
@@ -36,7 +36,8 @@ SOURCES: dict[str, str] = {
 }
 
 # Module names under optarena.rules holding ENTRIES, in the order optimizers are listed.
-MODULES = ("sgd", "momentum", "adagrad", "rmsprop", "adam", "adadelta", "nadam", "ftrl")
+MODULES = ("sgd", "momentum", "adagrad", "rmsprop", "adam", "adadelta", "nadam", "ftrl",
+           "lion", "adafactor", "muon", "schedulefree", "soap", "lamb")
 
 # Allowed values per hyperparameter name; an entry's Convention.ranges may override one.
 RANGES: dict[str, Range] = {
@@ -58,6 +59,20 @@ RANGES: dict[str, Range] = {
     "l2_shrinkage": at_least(0.0),
     "beta": at_least(0.0),
     "lr_power": at_most(0.0),
+    # the contenders' (eps1 and shampoo_beta, whose -1 stands for torch-style None, are in their entries)
+    "beta2_decay": at_most(0.0),
+    "eps2": at_least(0.0),
+    "d": at_least(1.0),
+    "ns_steps": Range(lambda x: 1 <= x < 100 and float(x).is_integer(), "an integer in [1, 99]"),
+    "adamw_lr_ratio": at_least(0.0),
+    "adamw_beta1": interval(0.0, 1.0),
+    "adamw_beta2": interval(0.0, 1.0),
+    "adamw_eps": above(0.0),
+    "adamw_weight_decay": at_least(0.0),
+    "warmup_steps": integer(0),
+    "r": at_least(0.0),
+    "weight_lr_power": at_least(0.0),
+    "precondition_frequency": integer(1),
 }
 DECOUPLED = "decoupled_weight_decay"
 
