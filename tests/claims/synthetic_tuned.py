@@ -57,6 +57,8 @@ def study_result(
     defaults: Mapping[str, Sequence[float]] | None = None,
     optimizers: Sequence[str] | None = None,
     steps: int = STEPS,
+    tuning_seeds: int = 1,
+    tuning_noise: float = 0.0,
 ) -> StudyResult:
     """A StudyResult: `tuning[o]` = held-out loss per lr of `lrs` (seed 0), `tuned[o]` and
     `defaults[o]` = held-out loss per rerun seed (1..S)."""
@@ -70,7 +72,10 @@ def study_result(
     result = StudyResult(study)
     for o, losses in tuning.items():
         assert len(losses) == len(lrs), f"{o}: one loss per lr"
-        result.tuning[o] = [run(problem, o, v, 0, {"lr": lr}, steps=steps) for lr, v in zip(lrs, losses)]
+        rng = np.random.default_rng(len(o))
+        result.tuning[o] = [run(problem, o, v * math.exp(tuning_noise * rng.standard_normal()) if seed else v, seed,
+                                {"lr": lr}, steps=steps)
+                            for seed in range(tuning_seeds) for lr, v in zip(lrs, losses)]
         finite = [(v, lr) for lr, v in zip(lrs, losses) if math.isfinite(v)]
         result.best[o] = {"lr": min(finite)[1] if finite else lrs[0]}
     for o, losses in tuned.items():

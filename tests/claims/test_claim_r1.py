@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import synthetic_tuned as syn
@@ -20,55 +21,78 @@ ARTICLE = next((p for p in (ROOT / "shared", ROOT.parent / "shared") if p.exists
 OTHERS = [o for o in suite.OPTIMIZERS if o != "sgd"]
 
 
-def grid_results(sgd_sharpness: list[float], other_sharpness: float, quick: bool = True) -> dict:
-    """One tuned study per problem; SGD's loss bowl over lr has the given sharpness per problem."""
+def grid_results(sgd_sharpness: list[float], other_sharpness: float, quick: bool = True, seeds: int = 3,
+                 spread: float = 0.002) -> dict:
+    """One tuned study per problem (tuning grid on `seeds` seeds); SGD's loss bowl over lr has the
+    given sharpness per problem."""
     lrs = syn.lr_grid(12)
     out = {}
-    for i, (problem, s) in enumerate(zip(["p0", "p1", "p2", "p3"], sgd_sharpness)):
+    for i, s in enumerate(sgd_sharpness):
+        problem = f"p{i}"
         tuning_losses = {"sgd": syn.bowl(lrs, 0.1, -2, s)}
-        tuning_losses.update({o: syn.bowl(lrs, 0.1 + 0.01 * j, -2.5, other_sharpness) for j, o in enumerate(OTHERS)})
+        tuning_losses.update({o: syn.bowl(lrs, 0.1 + spread * j, -2.5, other_sharpness) for j, o in enumerate(OTHERS)})
         name = suite.study_name("tuned", problem, quick)
-        out[name] = syn.study_result(name, problem, tuning=tuning_losses, lrs=lrs,
+        out[name] = syn.study_result(name, problem, tuning=tuning_losses, lrs=lrs, tuning_seeds=seeds, tuning_noise=0.01,
                                      tuned={o: syn.noisy(0.1, 0.05, 3, i) for o in suite.OPTIMIZERS},
                                      defaults={o: syn.noisy(0.2, 0.05, 3, i) for o in suite.OPTIMIZERS})
     return out
 
 
 def test_decide():
-    assert r1.decide(-1.0, (-1.5, -0.5), 3) == "supported"
-    assert r1.decide(1.0, (0.5, 1.5), 3) == "contradicted"
-    assert r1.decide(0.1, (-0.5, 0.7), 3) == "inconclusive"
-    assert r1.decide(-1.0, (-1.5, -0.5), 2) == "inconclusive"
-    assert r1.decide(math.nan, (math.nan, math.nan), 5) == "inconclusive"
-    assert r1.decide(1e-16, (1e-16, 4e-16), 3) == "inconclusive"  # float noise is no effect
+    assert r1.decide(-1.0, (-1.5, -0.5), 6) == "supported"
+    assert r1.decide(1.0, (0.5, 1.5), 6) == "contradicted"
+    assert r1.decide(0.1, (-0.5, 0.7), 6) == "inconclusive"
+    assert r1.decide(-1.0, (-1.5, -0.5), 5) == "inconclusive"  # fewer than 6 problems
+    assert r1.decide(-1.0, (-1.5, -0.5), 6, n_seeds=2) == "inconclusive"  # fewer than 3 tuning seeds
+    assert r1.decide(math.nan, (math.nan, math.nan), 6) == "inconclusive"
+    assert r1.decide(1e-16, (1e-16, 4e-16), 6) == "inconclusive"  # float noise is no effect
 
 
 def test_narrow_sgd_range_supports():
-    v = r1.verdict(grid_results([20.0, 20.0, 20.0], 0.1))
+    v = r1.verdict(grid_results([20.0] * 6, 0.1))
     assert v.verdict == "supported"
     assert v.effect < 0 and v.ci95[1] < 0
 
 
 def test_wide_sgd_range_contradicts():
-    v = r1.verdict(grid_results([0.01, 0.01, 0.01], 5.0))
+    v = r1.verdict(grid_results([0.01] * 6, 5.0))
     assert v.verdict == "contradicted"
     assert v.effect > 0 and v.ci95[0] > 0
 
 
 def test_mixed_problems_are_inconclusive():
-    v = r1.verdict(grid_results([20.0, 0.01, 0.3], 0.3))
+    v = r1.verdict(grid_results([20.0, 0.01, 0.3, 20.0, 0.01, 0.3], 0.3))
     assert v.verdict == "inconclusive"
     assert v.ci95[0] <= 0 <= v.ci95[1]
 
 
+def test_three_problems_cannot_decide():
+    v = r1.verdict(grid_results([20.0] * 3, 0.1))
+    assert v.verdict == "inconclusive" and v.effect < 0 and "cannot decide" in v.summary
+
+
+def test_widths_are_measured_against_the_best_of_all_optimizers():
+    (result,) = grid_results([0.01], 0.01, spread=0.01).values()
+    w = r1.widths(result, seed=0)
+    # Every optimizer's bowl is wide, but only those whose best is within 20% of the overall best
+    # (0.1) have good points at all: bests 0.1 + 0.01 j for j = 0..5, so j >= 2 (0.12+) have none.
+    assert w["sgd"] > 0 and w[OTHERS[0]] > 0 and w[OTHERS[-1]] == 0.0
+
+
+def test_hierarchical_interval_widens_with_seed_noise():
+    tight = r1.hierarchical_ci([np.array([-1.0, -1.0, -1.0])] * 6)
+    loose = r1.hierarchical_ci([np.array([-2.0, 0.0, -1.0])] * 6)
+    assert tight == (-1.0, -1.0) and loose[0] < -1.0 < loose[1]
+
+
 def test_verdict_fields_and_plots():
-    v = r1.verdict(grid_results([20.0, 20.0, 20.0], 0.1))
+    v = r1.verdict(grid_results([20.0] * 6, 0.1))
     assert v.id == "R1" and v.rule == r1.RULE and v.effect_name
     assert v.ci95[0] <= v.effect <= v.ci95[1]
-    assert v.problems == ["p0", "p1", "p2"] and v.budget == 12 and v.seeds == 1  # the seed-0 grid
+    assert v.problems == [f"p{i}" for i in range(6)] and v.budget == 12 and v.seeds == 3  # the tuning seeds
     assert v.run_keys and len(v.run_keys) == len(set(v.run_keys))
     assert {p.kind for p in v.plots} == {"curves", "bars"}
-    assert f"{v.effect:+.2f}" in v.summary
+    assert f"{abs(v.effect):.2f} decades" in v.summary
     assert set(v.details["per_problem"]["p0"]["widths"]) == set(suite.OPTIMIZERS)
 
 

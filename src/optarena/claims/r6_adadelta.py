@@ -17,14 +17,13 @@ import numpy as np
 from optarena.claims import suite
 from optarena.claims.base import Verdict
 from optarena.plots import Plot, Series
-from optarena.claims.r1_sgd_tuning import MARGIN as WIDTH_MARGIN
-from optarena.claims.r1_sgd_tuning import widths
 from optarena.study import Study, StudyResult
 
 ID = "R6"
 TEXT_ZH = "Adadelta:Adadelta 是一种自适应学习率的优化器,可以自动调整学习率。"
 TEXT_EN = "Adadelta: Adadelta is an adaptive learning-rate optimizer that can adjust the learning rate automatically."
 MARGIN = 0.10
+WIDTH_MARGIN = 0.2  # the good-lr range reported beside the rule: within 20% of the own best (as in R1)
 MIN_PROBLEMS = 3
 RULE = (
     "Per problem, untuned Adadelta (lr = 1.0) vs Adadelta at the best learning rate of the grid, same seeds: "
@@ -79,7 +78,7 @@ def verdict(results: dict[str, StudyResult]) -> Verdict:
     per_problem: dict[str, dict] = {}
     for problem, result in chosen.items():
         d = suite.paired_log_ratio(default[problem], tuned[problem])
-        w = widths(result)
+        w = suite.lr_widths(result, WIDTH_MARGIN)
         others = [v for o, v in w.items() if o != "adadelta" and math.isfinite(v)]
         per_problem[problem] = {
             "default_loss": float(np.mean(default[problem])), "tuned_loss": float(np.mean(tuned[problem])),
@@ -133,7 +132,7 @@ def _plots(chosen: dict[str, StudyResult], default: dict, tuned: dict) -> list[P
         Plot("bars", "Adadelta untuned (lr = 1.0) vs tuned", "problem", "held-out loss (mean over seeds, 95% CI)",
              [suite.bars("default lr = 1.0", [default[p] for p in problems]), suite.bars("tuned lr", [tuned[p] for p in problems])],
              logy=True, categories=problems, caption="The claim expects the two bars to be close on most problems."),
-        Plot("curves", "Adadelta's learning-rate sensitivity (seed 0)", "learning rate", "held-out loss / initial loss",
+        Plot("curves", "Adadelta's learning-rate sensitivity (tuning seeds)", "learning rate", "held-out loss / initial loss",
              sensitivity, logx=True, logy=True,
              caption="Each point one learning rate of the grid; the default is lr = 1.0. Diverged runs are not drawn."),
     ]
