@@ -447,9 +447,14 @@ def run_sequential(problem: Problem, trials: Sequence[Trial], device: str | torc
     for t in trials:
         started = time.perf_counter()
         seed = torch.tensor([t.seed])
-        params = {k: v.to(device).detach().requires_grad_(True) for k, v in problem.init_params(seed).items()}
+        # The optimizer sees each parameter in its own shape (as in a user's model: Muon and SOAP act
+        # on the matrix shape); the problem gets them with a run dimension of 1.
+        leaves = {k: v[0].to(device).detach().requires_grad_(True) for k, v in problem.init_params(seed).items()}
         extra = {"buffers": problem.init_buffers(seed)} if hasattr(problem, "init_buffers") else {}
-        opt = optim.create(t.optimizer, params.values(), t.convention, **t.hparams)
+        opt = optim.create(t.optimizer, leaves.values(), t.convention, **t.hparams)
+
+        def as_runs() -> dict[str, torch.Tensor]:
+            return {k: v.unsqueeze(0) for k, v in leaves.items()}
         scheduler = (None if t.schedule == "constant"
                      else torch.optim.lr_scheduler.LambdaLR(opt, schedules.lambda_lr(t.schedule, t.steps, t.warmup)))
         generator = seed_generator(t.seed, "batches")
@@ -460,7 +465,7 @@ def run_sequential(problem: Problem, trials: Sequence[Trial], device: str | torc
             with torch.no_grad():
                 opt.eval()  # a no-op but for rules with an evaluation point (Schedule-Free)
                 curve["step"].append(float(step))
-                for k, v in problem.evaluate(params, **extra).items():
+                for k, v in problem.evaluate(as_runs(), **extra).items():
                     curve[k].append(float(v[0]))
                 opt.train()
 
@@ -471,14 +476,14 @@ def run_sequential(problem: Problem, trials: Sequence[Trial], device: str | torc
             if batch is not None:
                 batch = tuple(b.to(device).unsqueeze(0) for b in batch)
             opt.zero_grad()
-            loss = problem.loss(params, batch, **extra).sum()
+            loss = problem.loss(as_runs(), batch, **extra).sum()
             value = loss.item()
             if not (math.isfinite(value) and value <= problem.loss_bound):
                 status, diverged = "diverged", step + 1
                 break
             loss.backward()
             if t.clip_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(list(params.values()), t.clip_grad_norm)
+                torch.nn.utils.clip_grad_norm_(list(leaves.values()), t.clip_grad_norm)
             opt.step()
             if scheduler is not None:
                 scheduler.step()

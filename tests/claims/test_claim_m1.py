@@ -73,7 +73,7 @@ def test_trajectories_study_has_all_eight_optimizers():
         for s in trajectories.design(quick):
             assert s.trace == ("params",)
             assert sorted(t.optimizer for t in s.trials) == sorted(trajectories.OPTIMIZERS)
-            assert len(trajectories.OPTIMIZERS) == 8
+            assert len(trajectories.OPTIMIZERS) == 14  # the article's eight and the six contenders
             assert str(s.key) == f"trajectories/{s.problem}/{'quick' if quick else 'full'}"
 
 
@@ -140,15 +140,15 @@ def test_tiny_run_through_engine_and_store():
     study = m1.study(True, seeds=2, steps=50)
     result = execute(study, store)
     traj = {s.key: execute(s, store) for s in trajectories.design(True)}
-    assert len(store) == len(study.trials) + 16
+    assert len(store) == len(study.trials) + 2 * len(trajectories.OPTIMIZERS)
     v = m1.verdict({study.key: result, **traj})
     assert v.verdict in VERDICTS
     assert math.isfinite(v.effect) and v.details["pairs"] == 8
     titles = [p.title for p in v.plots]
-    assert any("rosenbrock" in t for t in titles) and any("All eight" in t and "narrow_valley" in t for t in titles)
+    assert any("rosenbrock" in t for t in titles) and any("Every optimizer" in t and "narrow_valley" in t for t in titles)
     # Trajectories are 2-D paths on the problem's contour.
     traj_plot = trajectories.plot(traj[trajectories.name("rosenbrock", True)])
-    assert traj_plot.contour["minimum"] == [1.0, 1.0] and len(traj_plot.series) == 8
+    assert traj_plot.contour["minimum"] == [1.0, 1.0] and len(traj_plot.series) == 14
     z = traj_plot.contour["z"]
     assert len(z) == len(traj_plot.contour["y"]) and len(z[0]) == len(traj_plot.contour["x"])
 

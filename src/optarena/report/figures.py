@@ -197,11 +197,12 @@ def _draw_trajectories(ax: Axes, plot: Plot) -> None:
     contour = plot.contour or {}
     if contour:
         _draw_contour(ax, contour)
-    for series in plot.series:
+    # Past ten paths the default cycle repeats its colours: the later ones are dashed.
+    for i, series in enumerate(plot.series):
         x, y = _finite(series.x, series.y)
         if x.size == 0:
             continue
-        (line,) = ax.plot(x, y, label=series.label, linewidth=1.3, alpha=0.9)
+        (line,) = ax.plot(x, y, label=series.label, linewidth=1.3, alpha=0.9, linestyle="-" if i < 10 else "--")
         color = line.get_color()
         ax.plot(x[0], y[0], marker="o", color=color, markersize=6, markeredgecolor="black",
                 markeredgewidth=0.5)
