@@ -172,3 +172,13 @@ def test_a_sweep_runs_its_trials_in_order_with_the_setup_in_each_trial():
         result = execute(Sweep(StudyKey("s", "noisy_quadratic"), trials), store)
     assert [r.trial for r in result.runs] == list(trials)
     assert all(r.status == "done" for r in result.runs)
+
+
+def test_tuning_weight_decay_uses_a_contenders_own_decoupled_decay():
+    from optarena import rules, tuning
+
+    for o in rules.names("contender"):
+        space = tuning.space(o, ("weight_decay",), convention="pytorch")
+        assert "weight_decay" in space and "decoupled_weight_decay" not in space, o
+    assert "decoupled_weight_decay" in tuning.space("adam", ("weight_decay",), convention="pytorch")
+    assert "weight_decay" in tuning.space("adamw", ("weight_decay",), convention="pytorch")

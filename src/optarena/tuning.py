@@ -35,9 +35,13 @@ DIVERGED = 1e30
 
 
 def decay_key(optimizer: str, convention: str) -> str:
-    """The hyperparameter that applies decoupled weight decay for `optimizer` under `convention`."""
+    """The hyperparameter that applies decoupled weight decay for `optimizer` under `convention`:
+    its own weight_decay where that is decoupled already (AdamW, Keras's optimizers, and every
+    contender: Lion, Adafactor, Muon, Schedule-Free AdamW, SOAP and LAMB decay the weights apart
+    from the gradient), else the registry's decoupled_weight_decay."""
     conv = rules.convention_of(optimizer, convention)
-    return "weight_decay" if conv.flags.get("decoupled") and "weight_decay" in conv.defaults else "decoupled_weight_decay"
+    decoupled = conv.flags.get("decoupled", rules.entry(optimizer).family == "contender")
+    return "weight_decay" if decoupled and "weight_decay" in conv.defaults else "decoupled_weight_decay"
 
 
 def tunable(optimizer: str) -> list[str]:
