@@ -374,3 +374,33 @@ def test_adam_eps_defaults_by_convention():
 def test_given_hyperparameters_override_defaults(name, convention):
     opt = cls(name)(make_params(), lr=0.0123, convention=convention)
     assert opt.defaults["lr"] == 0.0123 and opt.param_groups[0]["lr"] == 0.0123
+
+
+# ---- complex parameters -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["sgd", "momentum", "adagrad", "rmsprop", "adam", "adamw", "adadelta", "nadam"])
+def test_complex_parameters_match_torch(name):
+    """A complex parameter is two real ones (torch.optim's view_as_real), never g*g of a complex g."""
+    target = torch.randn(5, 3, dtype=torch.complex128, generator=torch.Generator().manual_seed(0))
+    kwargs = {"momentum": 0.9} if name in ("sgd", "momentum") else {}
+    out = []
+    for make in (lambda ps: cls(name)(ps, lr=0.05, convention="pytorch", **kwargs),
+                 lambda ps: getattr(torch.optim, TORCH_CLASS[name])(ps, lr=0.05, **kwargs)):
+        w = torch.zeros(5, 3, dtype=torch.complex128, requires_grad=True)
+        opt = make([w])
+        for _ in range(200):
+            opt.zero_grad()
+            ((w - target).abs() ** 2).sum().backward()
+            opt.step()
+        out.append(w.detach())
+    torch.testing.assert_close(out[0], out[1], rtol=1e-7, atol=1e-8)
+    assert (out[0] - target).abs().mean() < target.abs().mean()  # it moved towards the target
+
+
+def test_complex_parameters_are_refused_by_matrix_rules():
+    w = torch.zeros(4, 3, dtype=torch.complex64, requires_grad=True)
+    opt = optim.create("muon", [w], "pytorch")
+    (w.abs() ** 2).sum().backward()
+    with pytest.raises(ValueError, match="does not support complex parameters"):
+        opt.step()

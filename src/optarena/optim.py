@@ -61,17 +61,20 @@ class RuleOptimizer(torch.optim.Optimizer):
             for param in group["params"]:
                 if param.grad is None:
                     continue
+                p, grad = _real(param, rule, type(self).__name__), param.grad
+                if torch.is_complex(grad) and not grad.is_sparse:
+                    grad = torch.view_as_real(grad)
                 state = self.state[param]
                 if not state:
                     state["step"] = 0
-                    state.update(_tensor_state(rule, param))
+                    state.update(_tensor_state(rule, p))
                 state["step"] += 1
-                if param.grad.is_sparse:
-                    self._apply_sparse(rule, param, param.grad, state)
+                if grad.is_sparse:
+                    self._apply_sparse(rule, p, grad, state)
                 elif rule.elementwise:
-                    rule.update_(param, param.grad, state, state["step"])
+                    rule.update_(p, grad, state, state["step"])
                 else:
-                    rule.update_(param.unsqueeze(0), param.grad.unsqueeze(0), _run_views(state), state["step"])
+                    rule.update_(p.unsqueeze(0), grad.unsqueeze(0), _run_views(state), state["step"])
         return loss
 
     def _apply_sparse(self, rule: Rule, param: Tensor, grad: Tensor, state: dict) -> None:
@@ -119,9 +122,24 @@ class RuleOptimizer(torch.optim.Optimizer):
                 state = self.state.get(param)
                 if not state:
                     continue
-                p, s = (param, state) if rule.elementwise else (param.unsqueeze(0), _run_views(state))
+                real = _real(param, rule, type(self).__name__)
+                p, s = (real, state) if rule.elementwise else (real.unsqueeze(0), _run_views(state))
                 (rule.to_eval_ if to_eval else rule.to_train_)(p, s)
         self._at_eval_point = to_eval
+
+
+def _real(param: Tensor, rule: Rule, name: str) -> Tensor:
+    """A complex parameter as its real view (..., 2), as torch.optim treats it: the real and the
+    imaginary part are two real parameters (so |g|^2 is never taken as g*g of a complex number).
+    Rules that act on a parameter's matrix shape (Muon, SOAP, Adafactor) refuse complex ones."""
+    if not torch.is_complex(param):
+        return param
+    if param.is_sparse or (param.grad is not None and param.grad.is_sparse):
+        raise ValueError(f"{name}: complex sparse parameters are not supported")
+    if not rule.elementwise:
+        raise ValueError(f"{name} acts on the parameter's matrix shape and does not support complex parameters "
+                         f"(got {param.dtype} of shape {tuple(param.shape)}); split it into real and imaginary parts")
+    return torch.view_as_real(param)
 
 
 def _tensor_state(rule: Rule, param: Tensor) -> dict[str, Tensor]:
