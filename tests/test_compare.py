@@ -54,8 +54,8 @@ def test_compare_end_to_end(tmp_path):
     assert [r["optimizer"] for r in rows] == ["adam", "sgd"]
     for r in rows:
         assert ROW_KEYS <= set(r)
-        assert set(r["best_hparams"]) == {"lr"}
-        finals = [run.final["val_loss"] for run in c.result.tuned[r["optimizer"]]]
+        assert set(r["best_hparams"]) == ({"lr"} if r["setting"] == "tuned" else set())
+        finals = [run.final["val_loss"] for run in getattr(c.result, r["setting"])[r["optimizer"]]]
         assert r["val_loss_mean"] == pytest.approx(np.mean(finals))
         assert r["val_loss_ci95"][0] <= r["val_loss_mean"] <= r["val_loss_ci95"][1]
         assert r["runs"] == 2 + 2 + 2 and 0.0 <= r["diverged_fraction"] <= 1.0
@@ -123,8 +123,10 @@ def test_resumes_from_the_store(tmp_path):
 # ---- the recommendation rule ----
 
 
-def synthetic(losses: dict[str, list[float]]) -> Comparison:
-    """A StudyResult whose tuned reruns have the given held-out losses (inf: diverged)."""
+def synthetic(losses: dict[str, list[float]], defaults: float | dict[str, float] = 2.0,
+              step_time: dict[str, float] | None = None) -> Comparison:
+    """A StudyResult whose tuned reruns have the given held-out losses (inf: diverged) and whose
+    default reruns have `defaults` (per optimizer or for all)."""
     study = TunedStudy(StudyKey("s", "p"), tuple(losses), budget=1, seeds=len(next(iter(losses.values()))))
     result = StudyResult(study)
     for o, values in losses.items():
@@ -135,8 +137,11 @@ def synthetic(losses: dict[str, list[float]]) -> Comparison:
                       final={"val_loss": v})
             for s, v in enumerate(values)
         ]
-        result.defaults[o] = [RunResult(Trial("p", o, "article", {}, s + 1, 5), "done", final={"val_loss": 2.0})
-                              for s in range(len(values))]
+        d = defaults.get(o, 2.0) if isinstance(defaults, dict) else defaults
+        result.defaults[o] = [RunResult(Trial("p", o, "article", {}, s + 1, 5), "done" if math.isfinite(d) else "diverged",
+                                        final={"val_loss": d}) for s in range(len(values))]
+        for r in result.tuned[o]:
+            r.step_time = {"model": (step_time or {}).get(o, 1e-3), "update": 0.0}
     return Comparison(result, {"name": "p"})
 
 
@@ -154,11 +159,44 @@ def test_leaders_not_separable_are_listed():
 
 
 def test_a_setting_that_diverged_on_one_seed_ranks_last():
-    c = synthetic({"adam": [0.5, math.inf, 0.5], "sgd": [1.0, 1.1, 1.2]})
+    c = synthetic({"adam": [0.5, math.inf, 0.5], "sgd": [1.0, 1.1, 1.2]}, defaults=math.inf)
     assert c.best == "sgd"
     row = c.table()[0]
-    assert row["val_loss_mean"] == math.inf and row["diverged_fraction"] == pytest.approx(1 / 7)
+    assert row["val_loss_mean"] == math.inf and row["diverged_fraction"] == pytest.approx(4 / 7)  # 1 tuned, 3 defaults
     assert json.loads(json.dumps(c.as_json()))["rows"][0]["val_loss_mean"] is None
+
+
+def test_an_optimizers_result_is_the_better_of_its_tuned_and_default_settings():
+    c = synthetic({"adam": [1.0, 1.1, 1.2], "nadam": [3.0, 3.1, 3.2]}, defaults={"adam": 2.0, "nadam": 0.5})
+    rows = {r["optimizer"]: r for r in c.table()}
+    assert rows["nadam"]["setting"] == "defaults" and rows["nadam"]["val_loss_mean"] == pytest.approx(0.5)
+    assert rows["nadam"]["best_hparams"] == {} and rows["adam"]["setting"] == "tuned"
+    assert c.best == "nadam" and "at its defaults" in c.reason
+
+
+def test_steps_to_target_and_seconds_per_step_are_reported():
+    c = synthetic({"adam": [1.0, 1.0, 1.0], "sgd": [1.04, 1.04, 1.04]}, step_time={"adam": 2e-3, "sgd": 1e-3})
+    rows = {r["optimizer"]: r for r in c.table()}
+    assert c.target == pytest.approx(1.05)
+    assert rows["adam"]["seconds_per_step"] == pytest.approx(2e-3) and rows["sgd"]["seconds_per_step"] == pytest.approx(1e-3)
+    assert rows["adam"]["steps_to_target"] == math.inf  # the synthetic runs have no curve
+    # sgd is within the noise of adam? Equal losses on every seed: separable, so no cheaper-optimizer note.
+    assert "cheaper per step" not in c.reason
+
+
+def test_a_cheaper_optimizer_as_good_within_the_noise_is_named():
+    c = synthetic({"adam": [1.0, 1.2, 0.9], "sgd": [1.1, 1.0, 1.05]}, step_time={"adam": 3e-3, "sgd": 1e-3})
+    assert c.best == ["adam", "sgd"]  # adam's mean is lower, the difference is within the noise
+    assert "sgd is as good within the noise and 3.0x cheaper per step" in c.reason
+
+
+def test_a_chosen_value_at_the_edge_of_the_search_is_flagged():
+    c = synthetic({"adam": [1.0, 1.0, 1.0]})
+    c.result.points["adam"] = [({"lr": lr}, 1.0) for lr in (0.001, 0.01, 0.1)]
+    c.result.best["adam"] = {"lr": 0.1}
+    assert c._at_edge("adam") == ["lr"]
+    c.result.best["adam"] = {"lr": 0.01}
+    assert c._at_edge("adam") == []
 
 
 # ---- failures and divergence at run time ----

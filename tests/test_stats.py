@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import scipy.stats
@@ -319,3 +321,21 @@ def test_property_profile_values_in_unit_interval_and_monotone(per_problem):
         assert np.all((0.0 <= r) & (r <= 1.0))
         assert np.all(np.diff(r) >= 0)
         assert r[0] == 0.0
+
+
+@pytest.mark.parametrize("seeds", [2, 3, 5, 10])
+def test_separable_false_positive_rate_is_at_most_5_percent_for_every_seed_count(seeds):
+    """No true difference, normal noise: 'separable' at most 5% of the time (binomial slack of
+    ~3 standard errors over 2,000 simulations), whatever the number of seeds."""
+    rng = np.random.default_rng(seeds)
+    hits = sum(stats.separable(rng.normal(size=seeds), rng.normal(size=seeds)) for _ in range(2000))
+    assert hits / 2000 <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / 2000)
+
+
+def test_separable_detects_a_real_difference_and_never_with_one_pair():
+    rng = np.random.default_rng(1)
+    base = rng.normal(size=5)
+    assert stats.separable(base + 1.0 + rng.normal(scale=0.1, size=5), base)
+    assert not stats.separable([1.0], [0.0])
+    with pytest.raises(ValueError, match="method"):
+        stats.separable([1.0, 2.0], [0.0, 1.0], method="z")

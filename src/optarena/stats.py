@@ -12,6 +12,7 @@ References
 
 from __future__ import annotations
 
+import math
 from statistics import NormalDist
 from typing import Callable, Iterable, Mapping
 
@@ -303,13 +304,55 @@ def separable(
     n_resamples: int = 10_000,
     seed: int | None = 0,
     nan_policy: str = "raise",
+    method: str = "t",
 ) -> bool:
-    """Whether the bootstrap interval of mean(a - b) (paired) or mean(a) - mean(b) excludes 0."""
-    if paired:
-        low, high = paired_difference(a, b, confidence, n_resamples, seed, nan_policy=nan_policy)["ci"]
-    else:
-        low, high = unpaired_difference(a, b, confidence, n_resamples, seed, nan_policy)["ci"]
+    """Whether the `confidence` interval of mean(a - b) (paired) or mean(a) - mean(b) excludes 0.
+
+    method "t" (default): Student's t interval (paired: of the differences; unpaired: Welch's). Its
+    false-positive rate under no true difference is 1 - confidence for every sample size when the
+    noise is normal (tested by simulation with 2 to 10 seeds), and with one pair nothing is
+    separable. method "bootstrap": the percentile bootstrap interval, which is far too narrow for
+    few samples (with 2 seeds it calls 48% of equal pairs separable, measured) and is kept only
+    for large samples."""
+    if method not in ("t", "bootstrap"):
+        raise ValueError(f"method must be 't' or 'bootstrap', got {method!r}")
+    if method == "bootstrap":
+        if paired:
+            low, high = paired_difference(a, b, confidence, n_resamples, seed, nan_policy=nan_policy)["ci"]
+        else:
+            low, high = unpaired_difference(a, b, confidence, n_resamples, seed, nan_policy)["ci"]
+        return bool(low > 0 or high < 0)
+    low, high = t_interval(a, b, confidence, paired)
     return bool(low > 0 or high < 0)
+
+
+def t_interval(a, b, confidence: float = 0.95, paired: bool = True) -> tuple[float, float]:
+    """Student's t interval of mean(a - b) (paired) or Welch's of mean(a) - mean(b); (nan, nan)
+    when there are too few values for a variance."""
+    from scipy import stats as scipy_stats
+
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    q = 0.5 + confidence / 2
+    if paired:
+        if x.shape != y.shape:
+            raise ValueError(f"paired samples need equal lengths, got {x.size} and {y.size}")
+        d = x - y
+        if d.size < 2 or not np.all(np.isfinite(d)):
+            return math.nan, math.nan
+        mean, se = float(d.mean()), float(d.std(ddof=1) / math.sqrt(d.size))
+        half = float(scipy_stats.t.ppf(q, d.size - 1)) * se
+        return mean - half, mean + half
+    if x.size < 2 or y.size < 2 or not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+        return math.nan, math.nan
+    vx, vy = x.var(ddof=1) / x.size, y.var(ddof=1) / y.size
+    se = math.sqrt(vx + vy)
+    if se == 0:
+        diff = float(x.mean() - y.mean())
+        return diff, diff
+    df = (vx + vy) ** 2 / (vx**2 / (x.size - 1) + vy**2 / (y.size - 1))
+    half = float(scipy_stats.t.ppf(q, df)) * se
+    diff = float(x.mean() - y.mean())
+    return diff - half, diff + half
 
 
 # -- across problems --------------------------------------------------------------------------------
