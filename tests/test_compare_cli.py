@@ -154,3 +154,34 @@ def test_the_examples_load():
         spec = compare.load_problem_file(root / f"{name}.py")
         assert spec.name == name and callable(spec.model) and callable(spec.data)
         assert spec.steps is not None and spec.batch_size is not None
+
+
+def test_every_run_failing_exits_1_with_the_first_real_error(tmp_path, capsys, monkeypatch):
+    """The report is written (it shows the tracebacks), the exit code says nothing trained, and the
+    error named is the exception's line, not the dispatcher's trailing line."""
+    from optarena.cli import main as cli_main
+    from optarena.study import StudyKey, StudyResult, TunedStudy
+    from optarena.trial import RunResult, Trial
+
+    trace = ("Traceback (most recent call last):\n  File \"x.py\", line 1, in <module>\n"
+             "NotImplementedError: Could not run 'aten::select_backward' with arguments from the 'SparseCPU' backend.\n"
+             "SparseCPU: registered at aten/src/ATen/RegisterSparseCPU.cpp:1 [kernel]\n")
+
+    def all_failed(problem, optimizers, budget, seeds, *args, **kwargs):
+        study = TunedStudy(StudyKey("compare", problem.name), tuple(optimizers), budget=budget, seeds=seeds)
+        result = StudyResult(study)
+        for o in optimizers:
+            result.tuning[o] = [RunResult(Trial(problem.name, o, "article", {"lr": 0.1}, 0, 5), "failed", error=trace)]
+            result.best[o] = {"lr": 0.1}
+            result.tuned[o] = [RunResult(Trial(problem.name, o, "article", {"lr": 0.1}, s, 5), "failed", error=trace)
+                               for s in (1, 2)]
+        return compare.Comparison(result, {"name": problem.name})
+
+    monkeypatch.setattr(compare, "run_comparison", all_failed)
+    path = write(tmp_path, GOOD)
+    code = cli_main(["compare", *fast(path, tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and err.count("\n") == 0
+    assert "every one of the 6 runs failed" in err and "NotImplementedError: Could not run 'aten::select_backward'" in err
+    assert "registered at" not in err
+    assert (tmp_path / "out" / "report.html").exists()

@@ -36,6 +36,7 @@ import importlib.util
 import json
 import math
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -379,9 +380,8 @@ class Comparison:
         for o in self.optimizers:
             for r in self._runs(o):
                 if r.status == "failed":
-                    last = (r.error or "").strip().splitlines()
                     out.append({"optimizer": o, "hparams": dict(r.trial.hparams), "seed": r.trial.seed,
-                                "error": last[-1] if last else "", "traceback": r.error or ""})
+                                "error": error_line(r.error or ""), "traceback": r.error or ""})
         return out
 
     def as_json(self) -> dict[str, Any]:
@@ -643,7 +643,28 @@ def main(args: argparse.Namespace) -> int:
     print(f"report: {report}")
     print(f"data:   {out / 'comparison.json'}")
     print(f"store:  {store_path}")
+    failed = comparison.failed_runs()
+    runs = sum(row["runs"] for row in comparison.table())
+    if runs and len(failed) == runs:
+        # Nothing trained: the report says so, and so does the exit code (1), with the first error.
+        raise console.RunFailed(f"every one of the {runs} runs failed; the first error: {failed[0]['error']} "
+                                f"({failed[0]['optimizer']} {compare_hparams(failed[0]['hparams'])}, seed "
+                                f"{failed[0]['seed']}); the report has the traceback")
     return 0
+
+
+def error_line(traceback_text: str) -> str:
+    """The line of a traceback that says what went wrong: the last "SomeError: message" line (a
+    C++ dispatcher's trailing lines, e.g. "aten::select_backward ... SparseCPU", are not it)."""
+    lines = [line.strip() for line in traceback_text.strip().splitlines() if line.strip()]
+    for line in reversed(lines):
+        if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b:?", line):
+            return line
+    return lines[-1] if lines else ""
+
+
+def compare_hparams(h: dict[str, float]) -> str:
+    return _hparams(h) if h else "defaults"
 
 
 def _parse_threads(value: str | int | None) -> int | str | None:
