@@ -247,3 +247,20 @@ def test_auto_threads_use_one_thread_for_small_models_and_restore():
     with pytest.raises(ValueError, match="threads"):
         with console.threads(0, problem.n_parameters):
             pass
+
+
+def test_tuning_more_than_lr_with_a_schedule_and_clipping():
+    c = compare(mlp, classification_data(), optimizers="adam,momentum", tune="weight_decay,betas,momentum",
+                schedule="warmup-cosine", clip_grad_norm=1.0, method="random", **FAST)
+    rows = {r["optimizer"]: r for r in c.table()}
+    tuned = {o: set(c.result.best[o]) for o in ("adam", "momentum")}
+    assert tuned["adam"] == {"lr", "beta1", "beta2", "decoupled_weight_decay"}
+    assert tuned["momentum"] == {"lr", "momentum", "decoupled_weight_decay"}
+    assert all(r.trial.schedule == "warmup-cosine" and r.trial.clip_grad_norm == 1.0 for r in c.result.all_runs())
+    settings = c.as_json()["settings"]
+    assert sorted(settings["tune"]) == ["beta1", "beta2", "momentum", "weight_decay"] and settings["schedule"] == "warmup-cosine"
+    assert set(rows) == {"adam", "momentum"}
+    with pytest.raises(ValueError, match="--tune: rho is not a hyperparameter"):
+        compare(mlp, classification_data(), optimizers="adam", tune="rho", **FAST)
+    with pytest.raises(ValueError, match="unknown schedule"):
+        compare(mlp, classification_data(), optimizers="adam", schedule="step", **FAST)

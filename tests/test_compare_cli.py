@@ -185,3 +185,16 @@ def test_every_run_failing_exits_1_with_the_first_real_error(tmp_path, capsys, m
     assert "every one of the 6 runs failed" in err and "NotImplementedError: Could not run 'aten::select_backward'" in err
     assert "registered at" not in err
     assert (tmp_path / "out" / "report.html").exists()
+
+
+def test_training_setup_and_tuning_options(tmp_path, capsys):
+    path = write(tmp_path, GOOD)
+    out = tmp_path / "out"
+    assert run_cli(*fast(path, out, "--tune", "weight_decay", "--schedule", "warmup-linear", "--warmup", "0.2",
+                         "--clip-grad-norm", "5")) == 0
+    saved = json.loads((out / "comparison.json").read_text())["settings"]
+    assert saved["tune"] == ["weight_decay"] and saved["schedule"] == "warmup-linear" and saved["warmup"] == 0.2
+    assert saved["clip_grad_norm"] == 5.0
+    capsys.readouterr()
+    assert run_cli(*fast(path, tmp_path / "o2", "--warmup", "1.5", "--schedule", "warmup-cosine")) == 2
+    assert "warmup must be a fraction" in capsys.readouterr().err

@@ -127,9 +127,19 @@ def compare(
     progress: bool = True,
     name: str = "user",
     threads: int | str | None = "auto",
+    tune: Sequence[str] = (),
+    schedule: str = "constant",
+    warmup: float | None = None,
+    clip_grad_norm: float | None = None,
+    optuna_storage: str | None = None,
 ) -> "Comparison":
     """Tune every optimizer with the same `budget` on `model` and `data`, rerun the best of each and
     its defaults over `seeds` seeds, and return the `Comparison`.
+
+    `tune`: hyperparameters tuned besides lr within the same budget ("weight_decay", "momentum",
+    "betas", ...; each optimizer tunes those it has, see `optarena optimizers`). `schedule`,
+    `warmup`, `clip_grad_norm`: the training setup, the same for every optimizer (see
+    `optarena.schedules`). `optuna_storage`: an Optuna storage URL for TPE, shared by drivers.
 
     `model`: a function returning a fresh nn.Module; `data`: (train, val), each (X, y) or a
     Dataset (or a function returning that); `loss(output, target)`: optional, a mean over the batch.
@@ -141,8 +151,36 @@ def compare(
     names = resolve_optimizers(optimizers, convention)
     _check_settings(budget, seeds, steps, method)
     _check_device(device)
+    setup = make_setup(steps, schedule, warmup, clip_grad_norm)
+    tune = check_tune(tune, names)
     problem = UserProblem(model, data, loss=loss, batch_size=batch_size, steps=steps, name=name, device=device)
-    return run_comparison(problem, names, budget, seeds, steps, convention, method, store, device, progress, threads)
+    return run_comparison(problem, names, budget, seeds, steps, convention, method, store, device, progress, threads,
+                          tune=tune, setup=setup, optuna_storage=optuna_storage)
+
+
+def make_setup(steps: int | None, schedule: str = "constant", warmup: float | None = None,
+               clip_grad_norm: float | None = None) -> Setup:
+    """The training setup, checked: ValueError naming the option."""
+    from optarena import schedules
+
+    warmup = (schedules.DEFAULT_WARMUP if schedule != "constant" else 0.0) if warmup is None else warmup
+    schedules.check(schedule, warmup)
+    if clip_grad_norm is not None and not (isinstance(clip_grad_norm, (int, float)) and 0 < clip_grad_norm < math.inf):
+        raise ValueError(f"clip_grad_norm must be a number > 0, got {clip_grad_norm!r}")
+    return Setup(steps, schedule, float(warmup), None if clip_grad_norm is None else float(clip_grad_norm))
+
+
+def check_tune(tune: str | Sequence[str], optimizers: Sequence[str]) -> tuple[str, ...]:
+    """The hyperparameters to tune besides lr ("weight_decay,momentum" or a list); ValueError for a
+    name no compared optimizer has."""
+    names = [t.strip() for t in (tune.split(",") if isinstance(tune, str) else tune) if t and t.strip()]
+    names = ["beta1" if n == "betas" else n for n in names] + (["beta2"] if "betas" in names else [])
+    known = {k for o in optimizers for k in tuning.tunable(o)}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(f"--tune: {', '.join(unknown)} is not a hyperparameter of {', '.join(optimizers)}; "
+                         f"tunable: {', '.join(sorted(known - {'lr'}))}")
+    return tuple(dict.fromkeys(n for n in names if n != "lr"))
 
 
 def run_comparison(
@@ -159,12 +197,18 @@ def run_comparison(
     threads: int | str | None = "auto",
     backend: Backend | None = None,
     factory: Callable[[], UserProblem] | None = None,
+    tune: Sequence[str] = (),
+    setup: Setup | None = None,
+    optuna_storage: str | None = None,
 ) -> "Comparison":
     """`compare` on a ready UserProblem. `backend`: where the batches run (default: this process);
     a backend in other processes needs `factory`, a picklable function that builds the same
     problem there (``optarena compare`` passes one that reloads the problem file)."""
+    setup = setup or Setup(steps)
+    if setup.steps is None and steps is not None:
+        setup = Setup(steps, setup.schedule, setup.warmup, setup.clip_grad_norm)
     study = TunedStudy(StudyKey("compare", problem.name), tuple(optimizers), convention, budget, seeds, method,
-                       setup=Setup(steps))
+                       tune=tuple(tune), setup=setup, optuna_storage=optuna_storage)
     if backend is not None and backend.name != "local" and factory is None:
         raise ValueError(f"the {backend.name} backend needs factory= (how a worker builds the problem)")
     own_store = not isinstance(store, Store)
@@ -394,7 +438,9 @@ class Comparison:
             "problem": self.problem,
             "settings": {"optimizers": list(study.optimizers), "convention": study.convention, "budget": study.budget,
                          "seeds": study.seeds, "steps": self.steps, "method": study.method,
-                         "lr_range": list(study.lr_range)},
+                         "lr_range": list(study.lr_range), "tune": list(study.tune),
+                         "schedule": study.setup.schedule, "warmup": study.setup.warmup,
+                         "clip_grad_norm": study.setup.clip_grad_norm},
             "failed_runs": [{k: v for k, v in f.items() if k != "traceback"} for f in self.failed_runs()],
             "run_keys": self.result.run_keys(),
         })
@@ -604,6 +650,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=None, help="training steps per run (default: the file's steps, else 500)")
     parser.add_argument("--convention", choices=CONVENTIONS, default="article", help="the optimizers' formulas and defaults")
     parser.add_argument("--method", choices=tuning.METHODS, default="tpe", help="tuning search (default tpe)")
+    parser.add_argument("--tune", default="", help="hyperparameters tuned besides lr in the same budget, e.g. "
+                        "weight_decay,momentum or weight_decay,betas (each optimizer tunes those it has)")
+    parser.add_argument("--schedule", default="constant", choices=("constant", "warmup-linear", "warmup-cosine"),
+                        help="learning-rate schedule for every optimizer (default constant)")
+    parser.add_argument("--warmup", type=float, default=None, help="warmup fraction of the steps (default 0.05 with a schedule)")
+    parser.add_argument("--clip-grad-norm", type=float, default=None, help="clip each run's gradient norm to this")
+    parser.add_argument("--optuna-storage", default=None,
+                        help="Optuna storage URL for TPE (e.g. sqlite:///tpe.db) so several drivers share one study")
     parser.add_argument("--store", default=None, help="results database, resumed if present (default OUT/optarena.sqlite)")
     parser.add_argument("--out", default=None, help="output folder (default results/compare-<file name>)")
     console.add_execution_arguments(parser, threads_default="auto")
@@ -617,6 +671,8 @@ def main(args: argparse.Namespace) -> int:
         names = resolve_optimizers(args.optimizers, args.convention)
         _check_settings(args.budget, args.seeds, args.steps, args.method)
         threads = _parse_threads(args.threads)
+        setup = make_setup(args.steps, args.schedule, args.warmup, args.clip_grad_norm)
+        tune = check_tune(args.tune, names)
     except ValueError as e:
         return _fail(str(e))
     backend = console.backend_from(args)
@@ -630,9 +686,12 @@ def main(args: argparse.Namespace) -> int:
     factory = functools.partial(problem_from_file, str(Path(file).resolve()), args.steps, args.device)
     try:
         with Store(store_path) as store:
-            comparison = run_comparison(problem, names, args.budget, args.seeds, args.steps or spec.steps,
+            steps = args.steps or spec.steps
+            comparison = run_comparison(problem, names, args.budget, args.seeds, steps,
                                         args.convention, args.method, store, args.device, args.progress, threads,
-                                        backend=backend, factory=factory)
+                                        backend=backend, factory=factory, tune=tune,
+                                        setup=Setup(steps, setup.schedule, setup.warmup, setup.clip_grad_norm),
+                                        optuna_storage=args.optuna_storage)
     finally:
         if hasattr(backend, "close"):
             backend.close()
