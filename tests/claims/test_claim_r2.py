@@ -170,3 +170,17 @@ def test_the_revision_and_margin_travel_with_the_verdict_into_json_and_report(tm
     assert {"date", "change", "seen"} == set(record["revisions"][0])
     page = write_report([v], tmp_path).read_text()
     assert "Rule revised:" in page and r2.REVISIONS[0]["date"] in page
+
+
+def test_mechanism_checks_are_labelled_in_json_and_report(tmp_path):
+    from optarena import claims
+    from optarena.claims.runner import preregistered
+    from optarena.report import write_report
+
+    kinds = {m.ID: getattr(m, "KIND", "claim test") for m in claims.load()}
+    assert {i for i, k in kinds.items() if k == "mechanism check"} == {"M1", "M2", "M3", "M4"}
+    m2 = claims.load(["M2"])[0]
+    v = preregistered(m2, m2.verdict({}))
+    assert v.as_json()["kind"] == "mechanism check"
+    assert "Mechanism check:" in write_report([v], tmp_path).read_text()
+    assert "READING" in dir(claims.load(["M3"])[0]) and "re-adapting" in claims.load(["M3"])[0].RULE

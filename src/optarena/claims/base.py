@@ -61,6 +61,9 @@ class Verdict:
     run_keys: list[str] = field(default_factory=list)
     margin: float | None = None
     revisions: list[dict[str, str]] = field(default_factory=list)
+    kind: str = "claim test"
+    """"claim test", or "mechanism check": a check that correct code passes by construction (the
+    mechanism the article describes, e.g. AdaGrad's monotone sum), labelled as such in the report."""
 
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
@@ -85,6 +88,7 @@ class Verdict:
             "rule": self.rule,
             "margin": self.margin,
             "revisions": [dict(r) for r in self.revisions],
+            "kind": self.kind,
             "summary": self.summary,
             "details": self.details,
             "run_keys": list(self.run_keys),

@@ -27,7 +27,7 @@ import numpy as np
 from optarena import problems, stats
 from optarena.claims import trajectories
 from optarena.claims.base import Verdict, mode
-from optarena.claims.m2_adagrad_decay import finite_mean
+from optarena.claims.measures import finite_mean
 from optarena.plots import Plot, Series
 from optarena.study import Study, StudyKey, StudyResult, Sweep
 from optarena.trial import RunResult, Trial

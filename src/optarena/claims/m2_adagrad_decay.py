@@ -9,7 +9,6 @@ steps to its mean over the first 10%, in decades.
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 
@@ -18,6 +17,7 @@ from optarena.claims.base import Verdict
 from optarena.claims.base import mode
 from optarena.plots import Plot, Series
 from optarena.study import Study, StudyKey, StudyResult, Sweep, by_kind
+from optarena.claims.measures import band, effective_steps, finite_mean, log_points
 from optarena.trial import RunResult, Trial
 
 ID = "M2"
@@ -43,6 +43,7 @@ SHRINKS = -0.3  # AdaGrad must shrink by at least this many decades (a factor 2)
 NO_SHRINK = -0.1  # ... and counts as not shrinking when the whole interval lies above this
 MIN_PAIRS = 6
 
+KIND = "mechanism check"  # correct code passes it by construction; labelled so in the report
 RULE = (
     "Long runs (quick: 1000 steps on noisy_quadratic and quadratic_deepobs; full: 2000 steps there and "
     "1000 on digits_mlp) of article AdaGrad and article RMSprop (alpha 0.9) at the same three learning "
@@ -76,19 +77,6 @@ def design(quick: bool) -> list[Study]:
 
 
 # -- measurement -------------------------------------------------------------------------------------
-
-
-def effective_steps(run: RunResult) -> np.ndarray:
-    """The run's per-step effective step sizes (NaN where every gradient was zero)."""
-    e = np.asarray(run.trace.get("effective_step") or [], dtype=float)
-    return np.where(np.isfinite(e) & (e > 0), e, np.nan)
-
-
-def finite_mean(x) -> float:
-    """Mean of the finite values; NaN (without a warning) when there is none."""
-    x = np.asarray(x, dtype=float)
-    x = x[np.isfinite(x)]
-    return float(x.mean()) if x.size else math.nan
 
 
 def shrink(run: RunResult, window: float = WINDOW) -> float:
@@ -200,24 +188,6 @@ def verdict(results: dict[str, StudyResult]) -> Verdict:
     keys = sorted({k for r in mine.values() for k in r.run_keys()})
     return _verdict(outcome, diff["mean"], diff["ci95"], sorted(mine), seeds, summary, details,
                     [_effective_step_plot(p, r) for p, r in sorted(mine.items())], keys)
-
-
-def log_points(n: int, count: int = 150) -> np.ndarray:
-    """About `count` step indices 0..n-1, evenly spaced in log(step)."""
-    return np.unique(np.geomspace(1, n, count).round().astype(int) - 1)
-
-
-def band(runs: list[RunResult], points: np.ndarray) -> tuple[list, list, list]:
-    """Per point: median and range over the finished runs of the effective step (NaN where none is finite)."""
-    rows = [effective_steps(r) for r in runs if r.status == "done"]
-    n = min((len(e) for e in rows), default=0)
-    if not rows or n == 0:
-        return [], [], []
-    points = points[points < n]
-    m = np.stack([e[:n] for e in rows])[:, points]
-    with warnings.catch_warnings():  # a step where every run's gradient was exactly 0 stays NaN
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanmedian(m, 0).tolist(), np.nanmin(m, 0).tolist(), np.nanmax(m, 0).tolist()
 
 
 def _effective_step_plot(problem: str, result: StudyResult) -> Plot:

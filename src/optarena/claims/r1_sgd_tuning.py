@@ -18,7 +18,6 @@ import math
 
 import numpy as np
 
-from optarena import stats
 from optarena.claims import suite
 from optarena.claims.base import Verdict
 from optarena.plots import Plot, Series

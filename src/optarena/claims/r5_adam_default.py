@@ -26,7 +26,7 @@ from optarena.claims import suite
 from optarena.claims.base import Verdict, mode
 from optarena.plots import Plot, Series
 from optarena.study import Study, StudyKey, StudyResult, Sweep, TunedStudy
-from optarena.trial import RunResult, Trial
+from optarena.trial import Trial
 
 ID = "R5"
 TEXT_ZH = "Adam:Adam 通过自适应调整学习率来提高训练效率。它通常对于大多数问题都是一个良好的默认选择。"
@@ -186,7 +186,7 @@ def verdict(results: dict[StudyKey, StudyResult]) -> Verdict:
         for c in CONVENTIONS[1:])
     seeds = min(row["seeds"] for row in rows.values())
     summary = (
-        f"Adam's default regret against the best tuned optimizer (loss ratio, 95% CI): " + "; ".join(parts)
+        "Adam's default regret against the best tuned optimizer (loss ratio, 95% CI): " + "; ".join(parts)
         + f". {outcome.capitalize()} at {', '.join(f'{k}x' for k in holds)} the default steps"
         + (f" (quick mode has {len(rows)} problem; the rule needs {MIN_PROBLEMS})" if len(rows) < MIN_PROBLEMS else "")
         + f". At {largest}x under the other conventions' defaults: {others}."

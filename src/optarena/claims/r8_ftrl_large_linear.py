@@ -31,7 +31,7 @@ import numpy as np
 from optarena import stats
 from optarena.claims.base import Verdict, mode
 from optarena.plots import Plot, Series
-from optarena.problems.sparse_baselines import BATCH, steps_for
+from optarena.problems.sparse_baselines import steps_for
 from optarena.study import StudyKey, StudyResult, Sweep, objective
 from optarena.trial import RunResult, Trial
 

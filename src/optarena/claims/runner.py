@@ -109,10 +109,12 @@ def run_claims(
 
 
 def preregistered(module, v: Verdict) -> Verdict:
-    """`v` with its module's pre-registration data: the margin (``MARGIN``) and ``REVISIONS``."""
+    """`v` with its module's pre-registration data: the margin (``MARGIN``), ``REVISIONS`` and
+    ``KIND`` ("mechanism check" for checks correct code passes by construction)."""
     if v.margin is None and isinstance(getattr(module, "MARGIN", None), (int, float)):
         v.margin = float(module.MARGIN)
     v.revisions = v.revisions or [dict(r) for r in getattr(module, "REVISIONS", [])]
+    v.kind = getattr(module, "KIND", v.kind)
     return v
 
 

@@ -36,7 +36,7 @@ import numpy as np
 
 from optarena import stats
 from optarena.plots import Series
-from optarena.study import Setup, Study, StudyKey, StudyResult, TunedStudy, by_kind, objective
+from optarena.study import Setup, StudyKey, StudyResult, TunedStudy, by_kind, objective
 from optarena.trial import RunResult
 
 OPTIMIZERS = ("sgd", "momentum", "adagrad", "rmsprop", "adam", "adadelta", "nadam")

@@ -123,6 +123,7 @@ def _verdict_view(v: Verdict, anchor: str) -> dict[str, Any]:
         "rule": v.rule,
         "margin": None if v.margin is None else format_value(v.margin),
         "revisions": [dict(r) for r in v.revisions],
+        "kind": v.kind,
         "summary": v.summary,
         "details": flatten(v.details),
         "figures": [_figure_view(p) for p in v.plots],
