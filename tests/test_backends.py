@@ -107,7 +107,7 @@ def test_claims_on_ray_write_the_same_verdicts_as_local(ray_backend, tmp_path):
     aside) as with local; on ray the studies run side by side."""
     import json
 
-    from optarena.claims.runner import run_claims, write_outputs
+    from optarena.verdicts import run_claims, write_outputs
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     try:

@@ -161,7 +161,7 @@ def test_tiny_run_through_engine_and_store():
 
 
 def test_the_revision_and_margin_travel_with_the_verdict_into_json_and_report(tmp_path):
-    from optarena.claims.runner import preregistered
+    from optarena.verdicts import preregistered
     from optarena.report import write_report
 
     v = preregistered(r2, r2.verdict(results(quality(0.85), quality(0.9))))
@@ -174,7 +174,7 @@ def test_the_revision_and_margin_travel_with_the_verdict_into_json_and_report(tm
 
 def test_mechanism_checks_are_labelled_in_json_and_report(tmp_path):
     from optarena import claims
-    from optarena.claims.runner import preregistered
+    from optarena.verdicts import preregistered
     from optarena.report import write_report
 
     kinds = {m.ID: getattr(m, "KIND", "claim test") for m in claims.load()}

@@ -13,7 +13,9 @@ A claim module (``r1_sgd_tuning.py`` ... ``m4_bias_correction.py``) defines:
 Plot text stays in English (matplotlib has no CJK font here); ``Plot.contour`` may carry
 "minimum": [x, y] for a star marker.
 
-Plots are data (``Plot``), drawn later by ``optarena.report``; claims never import the report.
+Plots are data (``Plot``), drawn later by ``optarena.report``; claims never import the report or the
+store, nor each other (shared measurements live in ``measures.py`` and ``suite.py``); the claims
+study is run by ``optarena.verdicts``.
 """
 
 from __future__ import annotations

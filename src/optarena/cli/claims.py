@@ -51,7 +51,7 @@ def _print_verdicts(verdicts) -> None:
 
 def run(args: argparse.Namespace, train: bool = True) -> int:
     from optarena import claims
-    from optarena.claims.runner import plan, run_claims, write_outputs
+    from optarena.verdicts import plan, run_claims, write_outputs
     from optarena.store import Store
 
     command = "claims" if train else "report"

@@ -1,5 +1,6 @@
 """Run the claims study: every claim's studies through the one executor (``optarena.study``), then
-the verdicts.
+the verdicts, then the outputs (verdicts.json, meta.json, the report). It lives outside
+``optarena.claims`` so that no claim module (this runner included) touches the store or the report.
 
 Each study runs once even when several claims use it (studies are identified by their
 `StudyKey`). A claim whose later studies depend on earlier results (R8: reruns of the settings its
