@@ -6,17 +6,95 @@ process, one after the other, after a 2-step warm-up of each. Times include the 
 evaluations over its training and held-out splits. Prints a Markdown table.
 
     python benchmarks/step_speed.py [--steps 300] [--threads 1] [--problems a,b,...]
+
+With ``--drop-ins``: the ms per ``opt.step()`` of the optarena.optim drop-ins against torch.optim's
+for-loop, foreach and fused implementations of the same optimizer (pytorch convention; the others
+measured against the same torch time), on three shapes (8M parameters in one tensor, 8M in 200,
+50k in 100), float32, gradients fixed, median of ``--repeats`` steps after a 2-step warm-up.
+``--baseline FILE`` adds a column for another version of ``optim.py`` (e.g.
+``git show HEAD~1:src/optarena/optim.py > /tmp/optim_before.py``), timed in the same run.
+
+    python benchmarks/step_speed.py --drop-ins [--threads 1] [--optimizers adam,sgd] [--baseline FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import statistics
 import time
 
 import torch
 
-from optarena import engine, problems
+from optarena import engine, optim, problems, rules
 from optarena.trial import Trial
+
+SHAPES = {"8M in one tensor": [8_000_000], "8M in 200 tensors": [40_000] * 200, "50k in 100 tensors": [500] * 100}
+TORCH_CLASS = {"sgd": "SGD", "momentum": "SGD", "adagrad": "Adagrad", "rmsprop": "RMSprop", "adam": "Adam",
+               "adamw": "AdamW", "adadelta": "Adadelta", "nadam": "NAdam"}
+FUSED = ("SGD", "Adam", "AdamW", "Adagrad")
+
+
+def _params(sizes: list[int]) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    shapes = [(n // 100, 100) if n % 100 == 0 else (n,) for n in sizes]  # matrices, as Muon and SOAP need
+    params = [torch.randn(s, generator=g).requires_grad_() for s in shapes]
+    for p in params:
+        p.grad = torch.randn(p.shape, generator=g) * 1e-2
+    return params
+
+
+def _ms_per_step(make, sizes: list[int], repeats: int) -> float:
+    params = _params(sizes)
+    opt = make(params)
+    for _ in range(2):
+        opt.step()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        opt.step()
+        times.append(time.perf_counter() - started)
+    return 1e3 * statistics.median(times)
+
+
+def drop_ins(args) -> None:
+    baseline = None
+    if args.baseline:
+        spec = importlib.util.spec_from_file_location("optim_baseline", args.baseline)
+        baseline = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(baseline)
+    names = args.optimizers.split(",") if args.optimizers else list(optim.OPTIMIZERS)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); ms per step(), float32, "
+          f"median of {args.repeats}")
+    header = "| parameters | optimizer | convention | optarena |" + (" baseline |" if baseline else "")
+    print(header + " torch for-loop | torch foreach | torch fused | optarena / torch's fastest |")
+    print("|---|---|---|---:|" + ("---:|" if baseline else "") + "---:|---:|---:|---:|")
+    for shape, sizes in SHAPES.items():
+        for name in names:
+            conventions = [c for c in ("pytorch", "article", "keras") if c in rules.entry(name).conventions]
+            kwargs = {"momentum": 0.9} if name == "sgd" else {}
+            torch_times = {}
+            if name in TORCH_CLASS:
+                klass = getattr(torch.optim, TORCH_CLASS[name])
+                paths = {"for-loop": {"foreach": False}, "foreach": {"foreach": True}}
+                if TORCH_CLASS[name] in FUSED:
+                    paths["fused"] = {"fused": True}
+                for path, flag in paths.items():
+                    torch_times[path] = _ms_per_step(lambda ps: klass(ps, **flag, **kwargs), sizes, args.repeats)
+            fastest = min(torch_times.values()) if torch_times else None
+            for convention in conventions:
+                try:
+                    ours = _ms_per_step(lambda ps: optim.create(name, ps, convention, **kwargs), sizes, args.repeats)
+                except ValueError as e:  # e.g. a matrix rule on a shape it refuses
+                    print(f"| {shape} | {name} | {convention} | {e} |")
+                    continue
+                row = f"| {shape} | {name}{' m=0.9' if kwargs else ''} | {convention} | {ours:.2f} |"
+                if baseline:
+                    before = _ms_per_step(lambda ps: baseline.create(name, ps, convention, **kwargs), sizes, args.repeats)
+                    row += f" {before:.2f} |"
+                cells = [f"{torch_times[p]:.2f}" if p in torch_times else "-" for p in ("for-loop", "foreach", "fused")]
+                ratio = f"{ours / fastest:.2f}x" if fastest else "-"
+                print(row + " " + " | ".join(cells) + f" | {ratio} |", flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -24,8 +102,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--problems", default=",".join(problems.names()))
+    parser.add_argument("--drop-ins", action="store_true", help="time optarena.optim against torch.optim per step")
+    parser.add_argument("--optimizers", default="", help="with --drop-ins: a,b,... (default: all)")
+    parser.add_argument("--repeats", type=int, default=7, help="with --drop-ins: steps timed per cell")
+    parser.add_argument("--baseline", default="", help="with --drop-ins: another optim.py to time alongside")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.drop_ins:
+        drop_ins(args)
+        return
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); Adam (article defaults), seed 0, {args.steps} steps")
     print("| problem | parameters per run | batch | engine.run, 1 trial (s) | loop (s) | status |")
     print("|---|---:|---:|---:|---:|---|")

@@ -4,6 +4,7 @@ against torch.optim's and Keras's own signatures)."""
 
 from __future__ import annotations
 
+import copy
 import inspect
 import io
 import os
@@ -404,3 +405,141 @@ def test_complex_parameters_are_refused_by_matrix_rules():
     (w.abs() ** 2).sum().backward()
     with pytest.raises(ValueError, match="does not support complex parameters"):
         opt.step()
+
+
+# ---- torch.optim's execution keywords -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("name,convention", CASES, ids=IDS)
+def test_one_call_over_the_group_equals_one_parameter_at_a_time_bitwise(name, convention):
+    a, b = make_params(), make_params()
+    train(cls(name)(a, convention=convention), a, 5)
+    train(cls(name)(b, convention=convention, foreach=False), b, 5)
+    assert_bitwise(a, b)
+
+
+@pytest.mark.parametrize("name,convention", CASES, ids=IDS)
+def test_maximize_ascends_the_negated_loss_bitwise(name, convention):
+    a, b = make_params(), make_params()
+    opt_a, opt_b = cls(name)(a, convention=convention, maximize=True), cls(name)(b, convention=convention)
+    for step in range(5):
+        opt_a.zero_grad()
+        opt_b.zero_grad()
+        (-loss(a, step)).backward()
+        loss(b, step).backward()
+        opt_a.step()
+        opt_b.step()
+    assert_bitwise(a, b)
+
+
+@pytest.mark.parametrize("name", list(TORCH_CLASS))
+@pytest.mark.parametrize("flag", ["maximize", "foreach", "fused"])
+def test_torch_keywords_match_torch(name, flag):
+    kwargs = {"momentum": 0.9} if name in ("sgd", "momentum") else {}
+    if flag == "fused" and TORCH_CLASS[name] not in ("SGD", "Adam", "AdamW", "Adagrad"):
+        with pytest.raises(TypeError):  # torch has no fused kernel for these; we accept it as a path choice
+            getattr(torch.optim, TORCH_CLASS[name])(make_params(), fused=True)
+        ref_kwargs = {}
+    else:
+        ref_kwargs = {flag: True}
+    p, q = make_params(), make_params()
+    train(cls(name)(p, convention="pytorch", **{flag: True}, **kwargs), p, 6)
+    train(getattr(torch.optim, TORCH_CLASS[name])(q, **ref_kwargs, **kwargs), q, 6)
+    for x, y in zip(p, q):
+        torch.testing.assert_close(x, y, rtol=1e-10, atol=1e-12)
+
+
+def test_torch_keywords_refused_as_torch_refuses_them_on_cpu():
+    with pytest.raises(RuntimeError, match="cannot be `True` together"):
+        optim.Adam(make_params(), foreach=True, fused=True)
+    with pytest.raises(ValueError, match="differentiable=True is not supported"):
+        optim.Adam(make_params(), differentiable=True)
+    p = make_params()
+    opt = optim.Adam(p, convention="pytorch", capturable=True)
+    loss(p, 0).backward()
+    with pytest.raises(AssertionError, match="capturable=True"):  # torch.optim.Adam fails the same on CPU
+        opt.step()
+    assert "maximize" in inspect.signature(optim.Adam).parameters
+
+
+# ---- torch.optim state dicts --------------------------------------------------------------------
+
+
+def _torch_kwargs(name):
+    return {"momentum": 0.9} if name in ("sgd", "momentum") else {"amsgrad": True} if name == "adam" else {}
+
+
+@pytest.mark.parametrize("name", list(TORCH_CLASS))
+def test_a_torch_state_dict_loads_and_training_continues_as_torch(name):
+    kwargs = _torch_kwargs(name)
+    q = make_params()
+    ref = getattr(torch.optim, TORCH_CLASS[name])(q, **kwargs)
+    train(ref, q, 5)
+    p = clone(q)
+    ours = cls(name)(p, convention="pytorch", **kwargs)
+    ours.load_state_dict(copy.deepcopy(ref.state_dict()))  # a checkpoint: torch's state tensors are not shared
+    assert ours.param_groups[0]["convention"] == "pytorch"
+    train(ref, q, 5, start=5)
+    train(ours, p, 5, start=5)
+    for x, y in zip(p, q):
+        torch.testing.assert_close(x, y, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", list(TORCH_CLASS))
+def test_our_state_loads_into_torch_and_training_continues_as_ours(name):
+    kwargs = _torch_kwargs(name)
+    p = make_params()
+    ours = cls(name)(p, convention="pytorch", **kwargs)
+    train(ours, p, 5)
+    q = clone(p)
+    ref = getattr(torch.optim, TORCH_CLASS[name])(q, **kwargs)
+    ref.load_state_dict(copy.deepcopy(ours.torch_state_dict()))
+    train(ref, q, 5, start=5)
+    train(ours, p, 5, start=5)
+    for x, y in zip(p, q):
+        torch.testing.assert_close(x, y, rtol=1e-10, atol=1e-12)
+
+
+def test_a_torch_state_dict_that_does_not_map_names_its_keys():
+    q = make_params()
+    ref = torch.optim.Adagrad(q)
+    train(ref, q, 2)
+    with pytest.raises(ValueError, match=r"\['sum'\]"):
+        optim.Adam(clone(q), convention="pytorch").load_state_dict(ref.state_dict())
+    with pytest.raises(ValueError, match="convention='pytorch'"):
+        optim.AdaGrad(clone(q), convention="article").load_state_dict(ref.state_dict())
+    adamw_form = torch.optim.Adam(q, decoupled_weight_decay=True)
+    with pytest.raises(ValueError, match="AdamW"):
+        optim.Adam(clone(q), convention="pytorch").load_state_dict(adamw_form.state_dict())
+
+
+# ---- torch.compile ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("convention", ["pytorch", "article", "keras"])
+def test_compiled_step_compiles_once_not_once_per_step(convention):
+    """The step count is a tensor, so dynamo does not specialise on it: one graph for the first
+    step (which creates the state), one for every step after."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    graphs = []
+
+    def counting_backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    p = [x.detach().float().requires_grad_() for x in make_params()]
+    opt = optim.Adam(p, lr=0.01, convention=convention)
+
+    @torch.compile(backend=counting_backend)
+    def step():
+        opt.step()
+
+    for t in range(5):
+        for x in p:
+            x.grad = torch.full_like(x, 0.1 * (t + 1))
+        step()
+    assert len(graphs) <= 2, f"{len(graphs)} graphs for 5 steps"
+    assert float(opt.state[p[0]]["step"]) == 5.0
+    torch._dynamo.reset()

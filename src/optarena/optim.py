@@ -24,12 +24,22 @@ class RuleOptimizer(torch.optim.Optimizer):
 
     rule_name: ClassVar[str] = ""
 
-    def __init__(self, params: Iterable, *, convention: str = "article", **hparams: Any) -> None:
+    def __init__(self, params: Iterable, *, convention: str = "article", maximize: bool = False,
+                 foreach: bool | None = None, fused: bool | None = None, capturable: bool = False,
+                 differentiable: bool = False, **hparams: Any) -> None:
+        name = type(self).__name__
+        if foreach and fused:
+            raise RuntimeError(f"{name}: `fused` and `foreach` cannot be `True` together (as in torch.optim)")
+        if differentiable:
+            raise ValueError(f"{name}: differentiable=True is not supported: the rules update the parameters in "
+                             "place under torch.no_grad(); use differentiable=False (the default)")
         given = {k: v for k, v in hparams.items() if v is not None}
         defaults = rules.resolve(self.rule_name, convention, **given)
         if "beta1" in defaults:  # present them as torch does
             defaults["betas"] = (defaults.pop("beta1"), defaults.pop("beta2"))
         defaults["convention"] = convention
+        defaults.update(maximize=bool(maximize), foreach=foreach, fused=fused, capturable=bool(capturable),
+                        differentiable=False)
         super().__init__(params, defaults)
         self._rule_cache: dict[int, tuple[tuple, Rule]] = {}
         self._at_eval_point = False
@@ -52,32 +62,78 @@ class RuleOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        name = type(self).__name__
+        compiling = torch.compiler.is_compiling()
         for index, group in enumerate(self.param_groups):
             rule = self._rule(index, group)
             if self._at_eval_point and rule.has_eval_point:
                 # gradients were taken at the evaluation point, not where the rule takes them
-                raise RuntimeError(f"{type(self).__name__}.step() called after optimizer.eval(); "
+                raise RuntimeError(f"{name}.step() called after optimizer.eval(); "
                                    "call optimizer.train() before training again")
+            capturable = group.get("capturable", False)
+            if capturable and not compiling:
+                _check_capturable(group["params"], name)
+            # A tensor step keeps one compiled graph for every step (and no host sync when
+            # capturable); eager steps pass a Python int, so the numbers are those of a Python
+            # bias correction 1 - beta**t, as torch.optim's default for-loop / foreach paths.
+            tensor_step = compiling or capturable
+            members = []
             for param in group["params"]:
                 if param.grad is None:
                     continue
-                p, grad = _real(param, rule, type(self).__name__), param.grad
+                p, grad = _real(param, rule, name), param.grad
                 if torch.is_complex(grad) and not grad.is_sparse:
                     grad = torch.view_as_real(grad)
+                if group.get("maximize", False):
+                    grad = -grad
                 state = self.state[param]
                 if not state:
-                    state["step"] = 0
+                    state["step"] = torch.zeros((), dtype=_step_dtype(), device=param.device if capturable else "cpu")
                     state.update(_tensor_state(rule, p))
-                state["step"] += 1
+                elif not isinstance(state["step"], Tensor):  # a checkpoint that stored it as an int
+                    state["step"] = torch.tensor(float(state["step"]), dtype=_step_dtype())
+                members.append((p, grad, state))
+            if not members:
+                continue
+            step_counts = [state["step"] for _, _, state in members]
+            torch._foreach_add_(step_counts, 1)
+            if not tensor_step:  # one host read for the group, not one per parameter
+                step_counts = [int(t) for t in torch.stack(step_counts).tolist()] if len(members) > 1 else [int(step_counts[0])]
+            batches: dict[int, list] = {}
+            batchable = not tensor_step and _batchable(rule, group)
+            for (p, grad, state), step in zip(members, step_counts):
                 if grad.is_sparse:
-                    self._apply_sparse(rule, p, grad, state)
+                    self._apply_sparse(rule, p, grad, state, step)
+                elif batchable and p.numel() < _BATCH_ELEMENTS:
+                    batches.setdefault(step, []).append((p, grad, state))
                 elif rule.elementwise:
-                    rule.update_(p, grad, state, state["step"])
+                    rule.update_(p, grad, state, step)
                 else:
-                    rule.update_(p.unsqueeze(0), grad.unsqueeze(0), _run_views(state), state["step"])
+                    rule.update_(p.unsqueeze(0), grad.unsqueeze(0), _run_views(state), step)
+            for step, batch in batches.items():
+                for chunk in _chunks(batch):
+                    # one call of the rule for the chunk's parameters (same step count): each operation of
+                    # the formula runs once over the list (torch._foreach_*), the same numbers as one by one
+                    params, grads, states = zip(*chunk)
+                    keys = [k for k, v in states[0].items() if isinstance(v, Tensor) and k != "step"]
+                    rule.update_(_Batch(params), _Batch(grads), {k: _Batch([s[k] for s in states]) for k in keys}, step)
         return loss
 
-    def _apply_sparse(self, rule: Rule, param: Tensor, grad: Tensor, state: dict) -> None:
+    # -- torch.optim state dicts --------------------------------------------------------------
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Load a state_dict of this class, or of torch.optim's same optimizer (convention="pytorch":
+        ``exp_avg`` / ``exp_avg_sq`` / ... renamed to this rule's names, torch's flags kept)."""
+        if _is_torch_format(state_dict):
+            state_dict = _from_torch(state_dict, self)
+        super().load_state_dict(state_dict)
+
+    def torch_state_dict(self) -> dict:
+        """This optimizer's state in torch.optim's format, for ``torch.optim.<Same>.load_state_dict``
+        (convention="pytorch" only)."""
+        return _to_torch(self.state_dict(), self)
+
+    def _apply_sparse(self, rule: Rule, param: Tensor, grad: Tensor, state: dict, step) -> None:
         """Apply the dense rule to the gathered rows present in a sparse gradient, then scatter back.
 
         Equal to the dense update because these rules leave rows with zero gradient unchanged.
@@ -94,7 +150,7 @@ class RuleOptimizer(torch.optim.Optimizer):
         rows = grad.indices()[0]
         row_state = {k: v[rows] for k, v in state.items() if isinstance(v, Tensor) and v.shape == param.shape}
         row_param = param[rows]
-        rule.apply_(row_param, grad.values(), {**state, **row_state}, state["step"])
+        rule.apply_(row_param, grad.values(), {**state, **row_state}, step)
         param.index_copy_(0, rows, row_param)
         for k, v in row_state.items():
             state[k].index_copy_(0, rows, v)
@@ -142,6 +198,211 @@ def _real(param: Tensor, rule: Rule, name: str) -> Tensor:
     return torch.view_as_real(param)
 
 
+_CAPTURABLE_DEVICES = ("cuda", "xpu", "hpu", "privateuseone", "xla")
+
+
+def _check_capturable(params: list[Tensor], name: str) -> None:
+    """capturable=True on a CPU parameter fails as in torch.optim (its steps must stay on the device)."""
+    for param in params:
+        if param.grad is not None and param.device.type not in _CAPTURABLE_DEVICES:
+            raise AssertionError(f"{name}: if capturable=True, params and state_steps must be on supported devices: "
+                                 f"{list(_CAPTURABLE_DEVICES)} (got {param.device}); use capturable=False on CPU")
+
+
+def _step_dtype() -> torch.dtype:
+    """torch.optim's dtype for state["step"]: float64 under a float64 default dtype, else float32."""
+    return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+
+
+# Elementwise rules whose apply_ uses only the operations `_Batch` provides, checked bitwise against
+# the one-parameter-at-a-time path for every convention in tests/test_optim.py.
+_BATCHED_RULES = frozenset({"Adam", "SGD", "TorchSGD", "KerasSGD", "EMAMomentum"})
+
+
+# Small tensors go through the rule together, in chunks of about this many elements: a chunk's
+# temporaries stay in cache (larger tensors, one at a time, are memory-bound and gain nothing).
+_BATCH_ELEMENTS = 1 << 15
+
+
+def _chunks(batch: list) -> Iterable[list]:
+    chunk, size = [], 0
+    for member in batch:
+        chunk.append(member)
+        size += member[0].numel()
+        if size >= _BATCH_ELEMENTS:
+            yield chunk
+            chunk, size = [], 0
+    if chunk:
+        yield chunk
+
+
+def _batchable(rule: Rule, group: dict) -> bool:
+    """Whether the group's parameters go through the rule together (``foreach`` / ``fused`` not False)."""
+    if group.get("foreach") is False and not group.get("fused"):
+        return False
+    if not rule.elementwise or type(rule).__name__ not in _BATCHED_RULES or getattr(rule, "amsgrad", False):
+        return False
+    return not any(isinstance(v, Tensor) for v in rule.hparams().values())
+
+
+class _Batch:
+    """A list of tensors that the rules' formulas see as one tensor: each operation runs over the
+    list with one ``torch._foreach_*`` call (element by element the same kernels as one tensor at a
+    time, so the same numbers). Only the operations the rules in `_BATCHED_RULES` use."""
+
+    __slots__ = ("tensors",)
+
+    def __init__(self, tensors) -> None:
+        self.tensors = list(tensors)
+
+    @staticmethod
+    def _other(x):
+        return x.tensors if isinstance(x, _Batch) else x
+
+    # in place
+    def mul_(self, x):
+        torch._foreach_mul_(self.tensors, self._other(x))
+        return self
+
+    def add_(self, x, *, alpha=None):
+        if alpha is None:
+            torch._foreach_add_(self.tensors, self._other(x))
+        else:
+            torch._foreach_add_(self.tensors, self._other(x), alpha=alpha)
+        return self
+
+    def sub_(self, x, *, alpha=None):
+        if alpha is None:
+            torch._foreach_sub_(self.tensors, self._other(x))
+        else:
+            torch._foreach_sub_(self.tensors, self._other(x), alpha=alpha)
+        return self
+
+    def div_(self, x):
+        torch._foreach_div_(self.tensors, self._other(x))
+        return self
+
+    def sqrt_(self):
+        torch._foreach_sqrt_(self.tensors)
+        return self
+
+    def copy_(self, x):
+        torch._foreach_copy_(self.tensors, self._other(x))
+        return self
+
+    # out of place
+    def sqrt(self):
+        return _Batch(torch._foreach_sqrt(self.tensors))
+
+    def __mul__(self, x):
+        return _Batch(torch._foreach_mul(self.tensors, self._other(x)))
+
+    def __rmul__(self, x):  # a scalar times the batch: the same product (multiplication commutes exactly)
+        return _Batch(torch._foreach_mul(self.tensors, x))
+
+    def __add__(self, x):
+        return _Batch(torch._foreach_add(self.tensors, self._other(x)))
+
+    def __radd__(self, x):
+        return _Batch(torch._foreach_add(self.tensors, x))
+
+    def __sub__(self, x):
+        return _Batch(torch._foreach_sub(self.tensors, self._other(x)))
+
+    def __truediv__(self, x):
+        return _Batch(torch._foreach_div(self.tensors, self._other(x)))
+
+    def __neg__(self):
+        return _Batch(torch._foreach_neg(self.tensors))
+
+
+# Our state names -> torch.optim's, for the optimizers torch.optim has (convention="pytorch").
+TORCH_STATE_NAMES: dict[str, dict[str, str]] = {
+    "sgd": {"momentum_buffer": "momentum_buffer"},
+    "momentum": {"momentum_buffer": "momentum_buffer"},
+    "adagrad": {"G": "sum"},
+    "rmsprop": {"G": "square_avg", "g_avg": "grad_avg", "b": "momentum_buffer"},
+    "adam": {"m": "exp_avg", "v": "exp_avg_sq", "v_max": "max_exp_avg_sq"},
+    "adamw": {"m": "exp_avg", "v": "exp_avg_sq", "v_max": "max_exp_avg_sq"},
+    "adadelta": {"Eg2": "square_avg", "Edx2": "acc_delta"},
+    "nadam": {"m": "exp_avg", "v": "exp_avg_sq", "mu_product": "mu_product"},
+}
+TORCH_CLASS_NAMES = {"sgd": "SGD", "momentum": "SGD", "adagrad": "Adagrad", "rmsprop": "RMSprop", "adam": "Adam",
+                     "adamw": "AdamW", "adadelta": "Adadelta", "nadam": "NAdam"}
+
+
+def _is_torch_format(state_dict: dict) -> bool:
+    """A state_dict saved by torch.optim: its groups carry no ``convention`` (ours always do)."""
+    groups = state_dict.get("param_groups", [])
+    return bool(groups) and all("convention" not in g for g in groups)
+
+
+def _torch_names(opt: RuleOptimizer, direction: str) -> dict[str, str]:
+    name = opt.rule_name
+    conventions = {g.get("convention", "article") for g in opt.param_groups}
+    if name not in TORCH_STATE_NAMES or conventions != {"pytorch"}:
+        raise ValueError(f"{type(opt).__name__}: a torch.optim state_dict maps {direction} only convention='pytorch' "
+                         f"optimizers that torch.optim has ({', '.join(TORCH_CLASS_NAMES.values())}); this one is "
+                         f"{name!r} with convention(s) {sorted(conventions)}")
+    return TORCH_STATE_NAMES[name]
+
+
+def _from_torch(state_dict: dict, opt: RuleOptimizer) -> dict:
+    """torch.optim's state_dict with this rule's state names, step counts and group keys."""
+    cls_name = type(opt).__name__
+    names = {theirs: ours for ours, theirs in _torch_names(opt, "from").items()}
+    state = {}
+    for index, saved in state_dict["state"].items():
+        unknown = sorted(set(saved) - set(names) - {"step"})
+        if unknown:
+            raise ValueError(f"{cls_name}: cannot load torch.optim state keys {unknown} for parameter {index} "
+                             f"(known: {sorted(names)} and 'step'); was it saved by torch.optim."
+                             f"{TORCH_CLASS_NAMES[opt.rule_name]} with the same options?")
+        converted = {names[k]: v for k, v in saved.items() if k != "step"}
+        # torch.optim.SGD keeps no step: a saved momentum buffer means past the first step
+        step = saved.get("step", 1.0 if converted else 0.0)
+        converted["step"] = step.clone() if isinstance(step, Tensor) else torch.tensor(float(step), dtype=_step_dtype())
+        state[index] = converted
+    groups = []
+    for mine, saved in zip(opt.param_groups, state_dict["param_groups"]):
+        group = dict(saved)
+        group["convention"] = mine["convention"]
+        decoupled = group.get(rules.registry.DECOUPLED, False)
+        if isinstance(decoupled, bool):  # torch's Adam(decoupled_weight_decay=True) is AdamW
+            if decoupled and opt.rule_name != "adamw":
+                raise ValueError(f"{cls_name}: the torch.optim state_dict has decoupled_weight_decay=True "
+                                 "(torch's AdamW form); load it into optarena.optim.AdamW(convention='pytorch')")
+            group[rules.registry.DECOUPLED] = 0.0  # AdamW's decoupling is its own rule's, not an extra decay
+        missing = sorted(set(mine) - set(group) - {"params"})
+        for key in missing:
+            group[key] = mine[key]
+        groups.append(group)
+    return {"state": state, "param_groups": groups}
+
+
+def _to_torch(state_dict: dict, opt: RuleOptimizer) -> dict:
+    """This optimizer's state_dict in torch.optim's names (the reverse of `_from_torch`)."""
+    cls_name = type(opt).__name__
+    names = _torch_names(opt, "to")
+    state = {}
+    for index, saved in state_dict["state"].items():
+        converted = {names[k]: v for k, v in saved.items() if k in names}
+        if opt.rule_name not in ("sgd", "momentum"):  # torch.optim.SGD keeps no step
+            converted["step"] = torch.as_tensor(saved["step"], dtype=_step_dtype()).clone()
+        state[index] = converted
+    groups = []
+    for saved in state_dict["param_groups"]:
+        group = {k: v for k, v in saved.items() if k != "convention"}
+        extra = group.pop(rules.registry.DECOUPLED, 0.0)
+        if any_nonzero(extra):
+            raise ValueError(f"{cls_name}: {rules.registry.DECOUPLED}={extra} has no torch.optim."
+                             f"{TORCH_CLASS_NAMES[opt.rule_name]} equivalent; set it to 0")
+        if opt.rule_name in ("adam", "adamw"):
+            group[rules.registry.DECOUPLED] = opt.rule_name == "adamw"
+        groups.append(group)
+    return {"state": state, "param_groups": groups}
+
+
 def _tensor_state(rule: Rule, param: Tensor) -> dict[str, Tensor]:
     """A rule's initial state for one parameter, stored without the run dimension of rules that
     are not elementwise (so state_dict() shapes are the parameter's own)."""
@@ -182,6 +443,14 @@ def _docstring(entry: rules.Optimizer) -> str:
     return "\n".join(lines)
 
 
+# torch.optim's execution keywords, with torch's defaults: maximize is honoured (the gradient negated);
+# foreach / fused select the path (one rule call over the group's parameters unless foreach=False;
+# there is no separate fused kernel, so fused=True takes that path too, and works on CPU as torch's
+# does); capturable keeps the step count a tensor on the parameter's device (and, as torch, refuses
+# CPU parameters); differentiable=True is refused.
+TORCH_FLAGS = {"foreach": None, "maximize": False, "capturable": False, "differentiable": False, "fused": None}
+
+
 def _make_class(entry: rules.Optimizer) -> type[RuleOptimizer]:
     names = _signature_names(entry)
     signature = inspect.Signature(
@@ -190,6 +459,7 @@ def _make_class(entry: rules.Optimizer) -> type[RuleOptimizer]:
         + [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None) for n in names[:-1]]
         + [inspect.Parameter(names[-1], inspect.Parameter.KEYWORD_ONLY, default=None),
            inspect.Parameter("convention", inspect.Parameter.KEYWORD_ONLY, default="article")]
+        + [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v) for k, v in TORCH_FLAGS.items()]
     )
 
     def __init__(self, params, *args, **kwargs):
@@ -197,8 +467,9 @@ def _make_class(entry: rules.Optimizer) -> type[RuleOptimizer]:
             bound = signature.bind(self, params, *args, **kwargs)
         except TypeError as e:
             raise TypeError(f"{entry.class_name}(): {e}") from None
-        given = {k: v for k, v in bound.arguments.items() if k not in ("self", "params", "convention")}
-        RuleOptimizer.__init__(self, params, convention=bound.arguments.get("convention", "article"), **given)
+        given = {k: v for k, v in bound.arguments.items() if k not in ("self", "params", "convention", *TORCH_FLAGS)}
+        flags = {k: bound.arguments[k] for k in TORCH_FLAGS if k in bound.arguments}
+        RuleOptimizer.__init__(self, params, convention=bound.arguments.get("convention", "article"), **flags, **given)
 
     __init__.__signature__ = signature  # type: ignore[attr-defined]
     return type(entry.class_name, (RuleOptimizer,), {
