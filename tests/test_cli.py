@@ -62,3 +62,12 @@ def test_trajectories_writes_one_figure_per_problem(tmp_path):
     for problem in ("rosenbrock", "narrow_valley"):
         png = tmp_path / f"trajectories-{problem}.png"
         assert png.read_bytes().startswith(b"\x89PNG")
+
+
+def test_an_out_that_is_a_file_is_refused_before_training(tmp_path, capsys):
+    target = tmp_path / "taken"
+    target.write_text("not a folder")
+    code = cli.main(["claims", "--only", "M2", "--out", str(target)])
+    captured = capsys.readouterr()
+    assert code == 2 and "--out" in captured.err and "is a file" in captured.err
+    assert target.read_text() == "not a folder"

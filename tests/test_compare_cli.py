@@ -198,3 +198,13 @@ def test_training_setup_and_tuning_options(tmp_path, capsys):
     capsys.readouterr()
     assert run_cli(*fast(path, tmp_path / "o2", "--warmup", "1.5", "--schedule", "warmup-cosine")) == 2
     assert "warmup must be a fraction" in capsys.readouterr().err
+
+
+def test_an_out_inside_a_file_is_refused_before_training(tmp_path, capsys):
+    from optarena.cli import main as cli_main
+
+    path = write(tmp_path, GOOD)
+    blocker = tmp_path / "blocker"
+    blocker.write_text("x")
+    code = cli_main(["compare", *fast(path, blocker / "out")])
+    assert code == 2 and "blocker" in capsys.readouterr().err

@@ -683,6 +683,11 @@ def main(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("results") / f"compare-{spec.name}"
     store_path = Path(args.store) if args.store else out / "optarena.sqlite"
     factory = functools.partial(problem_from_file, str(Path(file).resolve()), args.steps, args.device)
+    from optarena.files import check_writable_dir
+
+    check_writable_dir(out.parent if not out.exists() else out)  # before any training
+    if not store_path.parent.exists() or store_path.parent != out:
+        check_writable_dir(store_path.parent, "--store")
     try:
         with Store(store_path) as store:
             steps = args.steps or spec.steps

@@ -64,6 +64,11 @@ def run(args: argparse.Namespace, train: bool = True) -> int:
     store_path = Path(args.store) if args.store else out / "optarena.sqlite"
     if not train and not store_path.exists():
         raise console.UsageError(f"no store at {store_path}; run `optarena claims` first")
+    from optarena.files import check_writable_dir
+
+    check_writable_dir(out)  # before any training: a bad --out costs nothing
+    if store_path.parent != out:
+        check_writable_dir(store_path.parent, "--store")
     backend = console.backend_from(args) if train else None
     store = Store(store_path)
     args.on_interrupt = lambda: f"interrupted; {len(store)} runs stored in {store_path}, rerun to resume"
