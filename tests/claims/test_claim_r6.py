@@ -75,3 +75,14 @@ def test_budget_dependence_is_reported_per_budget_multiple():
     row = dependence["3x"]["mnist_mlp"]
     assert row["excess_percent"] == pytest.approx(100 * (0.5 / 0.13 - 1), rel=0.05) and not row["within_margin"]
     assert row["steps"] == 10  # the fabricated runs' steps
+
+
+def test_divergence_counts_are_reported():
+    from test_claim_r5 import results as sweep_results
+
+    res = sweep_results({1: 1.0, 3: 1.0, 10: 1.0})
+    key = suite.budget_key("digits_mlp", 3, False)
+    run = res[key].tuned["adam"][0]
+    run.status = "diverged"
+    counts = suite.divergence_counts(suite.by_budget(res)[3])
+    assert counts == {"digits_mlp": {"adam": {"tuned": 1}}}

@@ -84,7 +84,7 @@ def verdict(results: dict[str, StudyResult]) -> Verdict:
         id=ID, claim_zh=TEXT_ZH, claim_en=TEXT_EN, verdict=outcome, effect=effect, ci95=(float(ci[0]), float(ci[1])),
         problems=list(per_problem), budget=max((r.study.budget for r in chosen.values()), default=0), seeds=seeds,
         rule=RULE, effect_name=EFFECT_NAME, summary=summary,
-        details={"confidence_per_problem": confidence, "rmsprop_better_on": better, "adam_better_on": worse,
+        details={"diverged_or_failed": suite.divergence_counts(chosen), "confidence_per_problem": confidence, "rmsprop_better_on": better, "adam_better_on": worse,
                  "per_problem": per_problem},
         plots=_plots(chosen, seeds), run_keys=suite.run_keys(chosen),
     )

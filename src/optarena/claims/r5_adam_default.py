@@ -197,6 +197,7 @@ def verdict(results: dict[StudyKey, StudyResult]) -> Verdict:
         "outcome_per_budget_and_convention": {f"{k}x/{c}": v for (k, c), v in outcomes.items()},
         "holds_at_budgets": [f"{k}x" for k in holds],
         "per_budget": {f"{k}x": v for k, v in per_budget.items()},
+        "diverged_or_failed": {f"{k}x": suite.divergence_counts(chosen) for k, chosen in sweep.items()},
     }
     return Verdict(verdict=outcome, effect=effect, ci95=ci, problems=sorted(rows), budget=max(steps[largest]),
                    seeds=seeds, summary=summary, details=details, plots=_plots(per_budget),

@@ -112,7 +112,7 @@ def verdict(results: dict[str, StudyResult]) -> Verdict:
         id=ID, claim_zh=TEXT_ZH, claim_en=TEXT_EN, verdict=outcome, effect=effect, ci95=(float(ci[0]), float(ci[1])),
         problems=list(per_problem), budget=max((r.study.budget for r in chosen.values()), default=0), seeds=seeds,
         rule=RULE, effect_name=EFFECT_NAME, summary=summary,
-        details={"margin": MARGIN, "tuning_buys_little_on": little, "tuning_matters_on": matters,
+        details={"diverged_or_failed": suite.divergence_counts(chosen), "margin": MARGIN, "tuning_buys_little_on": little, "tuning_matters_on": matters,
                  "lr_width_margin": WIDTH_MARGIN, "per_problem": per_problem, "budget_dependence": sweep},
         plots=_plots(chosen, default, tuned), run_keys=suite.run_keys(chosen),
     )

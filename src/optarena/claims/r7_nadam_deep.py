@@ -121,7 +121,7 @@ def verdict(results: dict[str, StudyResult]) -> Verdict:
         id=ID, claim_zh=TEXT_ZH, claim_en=TEXT_EN, verdict=outcome, effect=effect, ci95=(float(ci[0]), float(ci[1])),
         problems=list(chosen), budget=max((r.study.budget for r in chosen.values()), default=0), seeds=seeds,
         rule=RULE, effect_name=EFFECT_NAME, summary=summary,
-        details={"margin": MARGIN, "cells": cells, "nadam_better_in": better, "nadam_worse_in": worse,
+        details={"diverged_or_failed": suite.divergence_counts(chosen), "margin": MARGIN, "cells": cells, "nadam_better_in": better, "nadam_worse_in": worse,
                  "references": references or "none ran (quick mode): the reference condition is not applied"},
         plots=_plots(chosen, losses, groups), run_keys=suite.run_keys(chosen),
     )

@@ -157,6 +157,20 @@ def select(results: Mapping[StudyKey, StudyResult], kind: str) -> dict[str, Stud
     return by_kind(results, kind)
 
 
+def divergence_counts(results: Mapping[str, StudyResult]) -> dict[str, dict[str, dict[str, int]]]:
+    """{problem: {optimizer: {"tuning" | "tuned" | "defaults": runs that diverged or failed}}}, only
+    where there were any: a diverged rerun scores its starting loss (see the module docstring), so
+    the reader must see how many there were."""
+    out: dict[str, dict[str, dict[str, int]]] = {}
+    for problem, r in results.items():
+        for group in ("tuning", "tuned", "defaults"):
+            for o, runs in getattr(r, group).items():
+                n = sum(x.status != "done" for x in runs)
+                if n:
+                    out.setdefault(problem, {}).setdefault(o, {})[group] = n
+    return out
+
+
 def run_keys(results: Mapping[str, StudyResult]) -> list[str]:
     return sorted({k for r in results.values() for k in r.run_keys()})
 
