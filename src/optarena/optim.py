@@ -73,10 +73,12 @@ class RuleOptimizer(torch.optim.Optimizer):
             capturable = group.get("capturable", False)
             if capturable and not compiling:
                 _check_capturable(group["params"], name)
-            # A tensor step keeps one compiled graph for every step (and no host sync when
-            # capturable); eager steps pass a Python int, so the numbers are those of a Python
-            # bias correction 1 - beta**t, as torch.optim's default for-loop / foreach paths.
+            # The step count: a Python int in eager mode (the numbers are those of a Python bias
+            # correction 1 - beta**t, as torch.optim's for-loop / foreach paths); a tensor once
+            # compiled or capturable, so that dynamo builds one graph for every step (an int would
+            # be a constant it recompiles for) and capturable needs no host sync.
             tensor_step = compiling or capturable
+            maximize = group.get("maximize", False)
             members = []
             for param in group["params"]:
                 if param.grad is None:
@@ -84,39 +86,37 @@ class RuleOptimizer(torch.optim.Optimizer):
                 p, grad = _real(param, rule, name), param.grad
                 if torch.is_complex(grad) and not grad.is_sparse:
                     grad = torch.view_as_real(grad)
-                if group.get("maximize", False):
+                if maximize:
                     grad = -grad
                 state = self.state[param]
                 if not state:
-                    state["step"] = torch.zeros((), dtype=_step_dtype(), device=param.device if capturable else "cpu")
+                    state["step"] = 0
                     state.update(_tensor_state(rule, p))
-                elif not isinstance(state["step"], Tensor):  # a checkpoint that stored it as an int
-                    state["step"] = torch.tensor(float(state["step"]), dtype=_step_dtype())
-                members.append((p, grad, state))
-            if not members:
-                continue
-            step_counts = [state["step"] for _, _, state in members]
-            torch._foreach_add_(step_counts, 1)
-            if not tensor_step:  # one host read for the group, not one per parameter
-                step_counts = [int(t) for t in torch.stack(step_counts).tolist()] if len(members) > 1 else [int(step_counts[0])]
+                count = state["step"]
+                if isinstance(count, Tensor):  # compiled or capturable before, or loaded from torch.optim
+                    count.add_(1)
+                    step = count if tensor_step else int(count.item())
+                elif tensor_step:
+                    count = state["step"] = torch.tensor(count + 1.0, dtype=_step_dtype(),
+                                                         device=param.device if capturable else "cpu")
+                    step = count
+                else:
+                    step = state["step"] = count + 1
+                members.append((p, grad, state, step))
             batches: dict[int, list] = {}
             batchable = not tensor_step and _batchable(rule, group)
-            for (p, grad, state), step in zip(members, step_counts):
+            for p, grad, state, step in members:
                 if grad.is_sparse:
                     self._apply_sparse(rule, p, grad, state, step)
                 elif batchable and p.numel() < _BATCH_ELEMENTS:
-                    batches.setdefault(step, []).append((p, grad, state))
+                    batches.setdefault((step, p.dtype, p.device), []).append((p, grad, state))
                 elif rule.elementwise:
                     rule.update_(p, grad, state, step)
                 else:
                     rule.update_(p.unsqueeze(0), grad.unsqueeze(0), _run_views(state), step)
-            for step, batch in batches.items():
+            for (step, _, _), batch in batches.items():
                 for chunk in _chunks(batch):
-                    # one call of the rule for the chunk's parameters (same step count): each operation of
-                    # the formula runs once over the list (torch._foreach_*), the same numbers as one by one
-                    params, grads, states = zip(*chunk)
-                    keys = [k for k, v in states[0].items() if isinstance(v, Tensor) and k != "step"]
-                    rule.update_(_Batch(params), _Batch(grads), {k: _Batch([s[k] for s in states]) for k in keys}, step)
+                    _update_flat_(rule, chunk, step)
         return loss
 
     # -- torch.optim state dicts --------------------------------------------------------------
@@ -214,11 +214,6 @@ def _step_dtype() -> torch.dtype:
     return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
 
 
-# Elementwise rules whose apply_ uses only the operations `_Batch` provides, checked bitwise against
-# the one-parameter-at-a-time path for every convention in tests/test_optim.py.
-_BATCHED_RULES = frozenset({"Adam", "SGD", "TorchSGD", "KerasSGD", "EMAMomentum"})
-
-
 # Small tensors go through the rule together, in chunks of about this many elements: a chunk's
 # temporaries stay in cache (larger tensors, one at a time, are memory-bound and gain nothing).
 _BATCH_ELEMENTS = 1 << 15
@@ -237,83 +232,34 @@ def _chunks(batch: list) -> Iterable[list]:
 
 
 def _batchable(rule: Rule, group: dict) -> bool:
-    """Whether the group's parameters go through the rule together (``foreach`` / ``fused`` not False)."""
+    """Whether the group's small parameters go through the rule together (``foreach`` / ``fused``
+    not False): elementwise rules with one value per hyperparameter."""
     if group.get("foreach") is False and not group.get("fused"):
         return False
-    if not rule.elementwise or type(rule).__name__ not in _BATCHED_RULES or getattr(rule, "amsgrad", False):
-        return False
-    return not any(isinstance(v, Tensor) for v in rule.hparams().values())
+    return rule.elementwise and not any(isinstance(v, Tensor) for v in rule.hparams().values())
 
 
-class _Batch:
-    """A list of tensors that the rules' formulas see as one tensor: each operation runs over the
-    list with one ``torch._foreach_*`` call (element by element the same kernels as one tensor at a
-    time, so the same numbers). Only the operations the rules in `_BATCHED_RULES` use."""
-
-    __slots__ = ("tensors",)
-
-    def __init__(self, tensors) -> None:
-        self.tensors = list(tensors)
-
-    @staticmethod
-    def _other(x):
-        return x.tensors if isinstance(x, _Batch) else x
-
-    # in place
-    def mul_(self, x):
-        torch._foreach_mul_(self.tensors, self._other(x))
-        return self
-
-    def add_(self, x, *, alpha=None):
-        if alpha is None:
-            torch._foreach_add_(self.tensors, self._other(x))
-        else:
-            torch._foreach_add_(self.tensors, self._other(x), alpha=alpha)
-        return self
-
-    def sub_(self, x, *, alpha=None):
-        if alpha is None:
-            torch._foreach_sub_(self.tensors, self._other(x))
-        else:
-            torch._foreach_sub_(self.tensors, self._other(x), alpha=alpha)
-        return self
-
-    def div_(self, x):
-        torch._foreach_div_(self.tensors, self._other(x))
-        return self
-
-    def sqrt_(self):
-        torch._foreach_sqrt_(self.tensors)
-        return self
-
-    def copy_(self, x):
-        torch._foreach_copy_(self.tensors, self._other(x))
-        return self
-
-    # out of place
-    def sqrt(self):
-        return _Batch(torch._foreach_sqrt(self.tensors))
-
-    def __mul__(self, x):
-        return _Batch(torch._foreach_mul(self.tensors, self._other(x)))
-
-    def __rmul__(self, x):  # a scalar times the batch: the same product (multiplication commutes exactly)
-        return _Batch(torch._foreach_mul(self.tensors, x))
-
-    def __add__(self, x):
-        return _Batch(torch._foreach_add(self.tensors, self._other(x)))
-
-    def __radd__(self, x):
-        return _Batch(torch._foreach_add(self.tensors, x))
-
-    def __sub__(self, x):
-        return _Batch(torch._foreach_sub(self.tensors, self._other(x)))
-
-    def __truediv__(self, x):
-        return _Batch(torch._foreach_div(self.tensors, self._other(x)))
-
-    def __neg__(self):
-        return _Batch(torch._foreach_neg(self.tensors))
+def _update_flat_(rule: Rule, chunk: list, step: int) -> None:
+    """One call of an elementwise rule for the chunk's parameters (same step, dtype and device),
+    concatenated into one flat tensor with their gradients and states, then copied back: each
+    operation of the formula runs once instead of once per parameter, element by element the same
+    kernels, so the same numbers (checked bitwise in tests/test_optim.py)."""
+    params, grads, states = zip(*chunk)
+    keys = [k for k, v in states[0].items() if k != "step" and isinstance(v, Tensor)]
+    flatten = torch._C._nn.flatten_dense_tensors
+    flat_param, flat_grad = flatten(params), flatten(grads)
+    flat_state = {k: flatten([s[k] for s in states]) for k in keys}
+    if any(v.shape != flat_param.shape or v.dtype != flat_param.dtype for v in (flat_grad, *flat_state.values())):
+        # a state that is not one value per coordinate (or of another dtype): one parameter at a time
+        for p, g, s in chunk:
+            rule.update_(p, g, s, step)
+        return
+    rule.update_(flat_param, flat_grad, flat_state, step)
+    unflatten = torch._C._nn.unflatten_dense_tensors
+    torch._foreach_copy_(list(params), unflatten(flat_param, params))
+    for k in keys:
+        targets = [s[k] for s in states]
+        torch._foreach_copy_(targets, unflatten(flat_state[k], targets))
 
 
 # Our state names -> torch.optim's, for the optimizers torch.optim has (convention="pytorch").
