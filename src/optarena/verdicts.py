@@ -106,7 +106,16 @@ def run_claims(
         "python": platform.python_version(),
         "optarena": __version__,
     }
+    note = quick_mode_note(modules, quick)
+    if note:
+        meta["quick mode cannot decide"] = note
     return verdicts, meta
+
+
+def quick_mode_note(modules, quick: bool) -> str:
+    """Which claims quick mode's designs cannot decide, and why ("" in full mode or when none)."""
+    undecidable = {m.ID: m.QUICK_CANNOT_DECIDE for m in modules if quick and hasattr(m, "QUICK_CANNOT_DECIDE")}
+    return "; ".join(f"{i}: {why}" for i, why in undecidable.items()) + " (run --full)" if undecidable else ""
 
 
 def preregistered(module, v: Verdict) -> Verdict:

@@ -184,3 +184,15 @@ def test_mechanism_checks_are_labelled_in_json_and_report(tmp_path):
     assert v.as_json()["kind"] == "mechanism check"
     assert "Mechanism check:" in write_report([v], tmp_path).read_text()
     assert "READING" in dir(claims.load(["M3"])[0]) and "re-adapting" in claims.load(["M3"])[0].RULE
+
+
+def test_quick_mode_says_which_claims_it_cannot_decide(tmp_path):
+    from optarena import claims
+    from optarena.verdicts import quick_mode_note, write_outputs
+
+    note = quick_mode_note(claims.load(), quick=True)
+    assert note.startswith("R1: quick mode runs 3 of the 6 problems") and "R5:" in note and "R7:" in note
+    assert quick_mode_note(claims.load(), quick=False) == "" and quick_mode_note(claims.load(["M2"]), True) == ""
+    v = r2.verdict(results(quality(0.85), quality(0.9)))
+    page = write_outputs([v], {"mode": "quick", "quick mode cannot decide": note}, tmp_path).read_text()
+    assert "quick mode cannot decide" in page and "3 of the 6 problems" in page

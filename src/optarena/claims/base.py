@@ -4,7 +4,9 @@ A claim module (``r1_sgd_tuning.py`` ... ``m4_bias_correction.py``) defines:
 
 - ``ID`` ("R1"), ``TEXT_ZH`` (the article's words), ``TEXT_EN`` (an English rendering),
 - ``RULE``: the verdict rule in words, fixed before any result is seen; ``REVISIONS`` (optional):
-  every later change of it, as {"date", "change", "seen"} records, printed beside the verdict,
+  every later change of it, as {"date", "change", "seen"} records, printed beside the verdict;
+  ``KIND`` (optional, "mechanism check"); ``QUICK_CANNOT_DECIDE`` (optional): why quick mode's
+  design cannot reach a verdict (shown at the top of the report),
 - ``design(quick: bool) -> list[optarena.study.Study]``: the runs it needs,
 - ``verdict(results: dict[str, optarena.study.StudyResult]) -> Verdict``: numbers in, verdict out;
   keyed by ``Study.name``. It must also accept results with fewer seeds or problems than designed

@@ -34,6 +34,7 @@ MIN_PROBLEMS = 6
 MIN_SEEDS = 3
 TOLERANCE = 1e-9  # decades: widths are sums of grid cells, so float rounding must not decide
 N_RESAMPLES = 4000
+QUICK_CANNOT_DECIDE = "quick mode runs 3 of the 6 problems the rule needs"
 RULE = (
     "On each problem and tuning seed, width (decades) of the learning-rate grid whose held-out loss is within "
     "20% of the best loss of any optimizer on that problem and seed (diverged runs never count); per problem, "

@@ -36,6 +36,7 @@ TAU_STRICT = 1.2
 MARGIN = TAU
 MIN_PROBLEMS = 2
 CONVENTIONS = ("article", "pytorch", "keras")
+QUICK_CANNOT_DECIDE = "quick mode runs one neural network; the rule needs 2"
 RULE = (
     "Neural-network problems (quick: digits_mlp; full: digits_mlp, mnist_mlp), each at 1x and 3x its default "
     "steps (full: digits_mlp also at 10x). At each budget every optimizer of the seven is tuned on the shared grid "

@@ -34,6 +34,7 @@ TEXT_ZH = "Nadam:Nadam 是结合了 Nesterov 动量的 Adam 变体,通常在训�
 TEXT_EN = "Nadam: Nadam is an Adam variant that adds Nesterov momentum; it usually performs well when training deep neural networks."
 MARGIN = 0.05
 SETTINGS = {"tuned": "tuned", "defaults": "untuned"}
+QUICK_CANNOT_DECIDE = "quick mode runs 300 of the 1,000 steps the rule needs"
 RULE = (
     "On the deep networks (deep_mlp, residual_mlp), Nadam vs Adam on the same seeds, tuned and untuned: per "
     "(problem, setting) cell, mean over seeds of ln(L_nadam / L_adam) of the held-out loss with its 95% "
