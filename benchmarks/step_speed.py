@@ -72,7 +72,7 @@ def drop_ins(args) -> None:
     for shape, sizes in SHAPES.items():
         for name in names:
             conventions = [c for c in ("pytorch", "article", "keras") if c in rules.entry(name).conventions]
-            kwargs = {"momentum": 0.9} if name == "sgd" else {}
+            kwargs = {"momentum": 0.9} if name in ("sgd", "momentum") else {}  # torch's momentum is SGD's
             torch_times = {}
             if name in TORCH_CLASS:
                 klass = getattr(torch.optim, TORCH_CLASS[name])
@@ -83,14 +83,16 @@ def drop_ins(args) -> None:
                     torch_times[path] = _ms_per_step(lambda ps: klass(ps, **flag, **kwargs), sizes, args.repeats)
             fastest = min(torch_times.values()) if torch_times else None
             for convention in conventions:
+                ours_kwargs = {k: v for k, v in kwargs.items() if k in rules.defaults(name, convention)}
                 try:
-                    ours = _ms_per_step(lambda ps: optim.create(name, ps, convention, **kwargs), sizes, args.repeats)
+                    ours = _ms_per_step(lambda ps: optim.create(name, ps, convention, **ours_kwargs), sizes, args.repeats)
                 except ValueError as e:  # e.g. a matrix rule on a shape it refuses
                     print(f"| {shape} | {name} | {convention} | {e} |")
                     continue
-                row = f"| {shape} | {name}{' m=0.9' if kwargs else ''} | {convention} | {ours:.2f} |"
+                row = f"| {shape} | {name}{' m=0.9' if ours_kwargs else ''} | {convention} | {ours:.2f} |"
                 if baseline:
-                    before = _ms_per_step(lambda ps: baseline.create(name, ps, convention, **kwargs), sizes, args.repeats)
+                    before = _ms_per_step(lambda ps: baseline.create(name, ps, convention, **ours_kwargs), sizes,
+                                          args.repeats)
                     row += f" {before:.2f} |"
                 cells = [f"{torch_times[p]:.2f}" if p in torch_times else "-" for p in ("for-loop", "foreach", "fused")]
                 ratio = f"{ours / fastest:.2f}x" if fastest else "-"

@@ -5,6 +5,17 @@ sparse gradients, ``eval()`` / ``train()`` for rules with an evaluation point); 
 (``SGD``, ``Adam``, ...) are made from the registry (``optarena.rules.registry``), one per
 optimizer, with torch-style signatures. Hyperparameters left as ``None`` take the chosen
 convention's defaults.
+
+As torch.optim, every class takes ``maximize`` (the gradient negated), ``foreach`` / ``fused``
+(``False`` / ``None``: the small tensors of a group go through the rule as one flat tensor, same
+numbers as one at a time; ``foreach=False`` updates them one by one; there is no separate fused
+kernel, so ``fused=True`` is accepted, on CPU as torch's is, and takes the default path),
+``capturable`` (the step count a tensor on the parameter's device; CPU parameters refused at
+``step()``, as torch does) and ``differentiable`` (only ``False``). ``state["step"]`` is a Python int
+in eager mode and a 0-d tensor once the step is run under ``torch.compile`` (so that one graph
+serves every step) or capturable. Under convention="pytorch", ``load_state_dict`` also takes a
+torch.optim state_dict of the same optimizer (its state names mapped, see `TORCH_STATE_NAMES`) and
+``torch_state_dict()`` gives one that torch.optim loads.
 """
 
 from __future__ import annotations
@@ -246,11 +257,15 @@ def _update_flat_(rule: Rule, chunk: list, step: int) -> None:
     kernels, so the same numbers (checked bitwise in tests/test_optim.py)."""
     params, grads, states = zip(*chunk)
     keys = [k for k, v in states[0].items() if k != "step" and isinstance(v, Tensor)]
+    if len(chunk) == 1 or any(states[0][k].shape != params[0].shape for k in keys):
+        for p, g, s in chunk:  # nothing to gain, or a state that is not one value per coordinate
+            rule.update_(p, g, s, step)
+        return
     flatten = torch._C._nn.flatten_dense_tensors
     flat_param, flat_grad = flatten(params), flatten(grads)
     flat_state = {k: flatten([s[k] for s in states]) for k in keys}
     if any(v.shape != flat_param.shape or v.dtype != flat_param.dtype for v in (flat_grad, *flat_state.values())):
-        # a state that is not one value per coordinate (or of another dtype): one parameter at a time
+        # a state of another shape or dtype than its parameter's: one parameter at a time
         for p, g, s in chunk:
             rule.update_(p, g, s, step)
         return
@@ -389,11 +404,7 @@ def _docstring(entry: rules.Optimizer) -> str:
     return "\n".join(lines)
 
 
-# torch.optim's execution keywords, with torch's defaults: maximize is honoured (the gradient negated);
-# foreach / fused select the path (one rule call over the group's parameters unless foreach=False;
-# there is no separate fused kernel, so fused=True takes that path too, and works on CPU as torch's
-# does); capturable keeps the step count a tensor on the parameter's device (and, as torch, refuses
-# CPU parameters); differentiable=True is refused.
+# torch.optim's execution keywords and their defaults (what each does: the module docstring).
 TORCH_FLAGS = {"foreach": None, "maximize": False, "capturable": False, "differentiable": False, "fused": None}
 
 
