@@ -257,8 +257,10 @@ def _update_flat_(rule: Rule, chunk: list, step: int) -> None:
     kernels, so the same numbers (checked bitwise in tests/test_optim.py)."""
     params, grads, states = zip(*chunk)
     keys = [k for k, v in states[0].items() if k != "step" and isinstance(v, Tensor)]
-    if len(chunk) == 1 or any(states[0][k].shape != params[0].shape for k in keys):
-        for p, g, s in chunk:  # nothing to gain, or a state that is not one value per coordinate
+    # Nothing to gain for one tensor or a stateless rule (plain SGD: one operation, fewer than the
+    # copies); a state that is not one value per coordinate (NAdam's mu_product) cannot be flattened.
+    if len(chunk) == 1 or not keys or any(states[0][k].shape != params[0].shape for k in keys):
+        for p, g, s in chunk:
             rule.update_(p, g, s, step)
         return
     flatten = torch._C._nn.flatten_dense_tensors
@@ -321,8 +323,8 @@ def _from_torch(state_dict: dict, opt: RuleOptimizer) -> dict:
                              f"{TORCH_CLASS_NAMES[opt.rule_name]} with the same options?")
         converted = {names[k]: v for k, v in saved.items() if k != "step"}
         # torch.optim.SGD keeps no step: a saved momentum buffer means past the first step
-        step = saved.get("step", 1.0 if converted else 0.0)
-        converted["step"] = step.clone() if isinstance(step, Tensor) else torch.tensor(float(step), dtype=_step_dtype())
+        # (an int, as our eager steps keep it; step() makes it a tensor again when compiled or capturable)
+        converted["step"] = int(saved.get("step", 1 if converted else 0))
         state[index] = converted
     groups = []
     for mine, saved in zip(opt.param_groups, state_dict["param_groups"]):
