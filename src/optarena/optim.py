@@ -119,7 +119,7 @@ class RuleOptimizer(torch.optim.Optimizer):
             for p, grad, state, step in members:
                 if grad.is_sparse:
                     self._apply_sparse(rule, p, grad, state, step)
-                elif batchable and p.numel() < _BATCH_ELEMENTS:
+                elif batchable and p.numel() < _BATCH_ELEMENTS and len(state) > 1:  # a state beyond the step
                     batches.setdefault((step, p.dtype, p.device), []).append((p, grad, state))
                 elif rule.elementwise:
                     rule.update_(p, grad, state, step)
