@@ -516,8 +516,9 @@ def test_a_torch_state_dict_that_does_not_map_names_its_keys():
 # ---- torch.compile ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("convention", ["pytorch", "article", "keras"])
-def test_compiled_step_compiles_once_not_once_per_step(convention):
+@pytest.mark.parametrize("name,convention", [("adam", "pytorch"), ("adam", "article"), ("adam", "keras"),
+                                             ("momentum", "pytorch")])
+def test_compiled_step_compiles_once_not_once_per_step(name, convention):
     """The step count is a tensor, so dynamo does not specialise on it: one graph for the first
     step (which creates the state), one for every step after."""
     import torch._dynamo
@@ -530,7 +531,7 @@ def test_compiled_step_compiles_once_not_once_per_step(convention):
         return gm.forward
 
     p = [x.detach().float().requires_grad_() for x in make_params()]
-    opt = optim.Adam(p, lr=0.01, convention=convention)
+    opt = cls(name)(p, lr=0.01, convention=convention)
 
     @torch.compile(backend=counting_backend)
     def step():

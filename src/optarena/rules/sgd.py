@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
 from optarena.rules.base import HP, Rule, any_nonzero, zeros_like
@@ -53,7 +54,9 @@ class TorchSGD(Rule):
         g = l2_gradient(grad, param, self.weight_decay)
         if "momentum_buffer" in state:
             b = state["momentum_buffer"]
-            if step == 1:
+            if isinstance(step, Tensor):  # compiled (step a tensor): no data-dependent branch
+                b.copy_(torch.where(step == 1, g, b * self.momentum + (1 - self.dampening) * g))
+            elif step == 1:
                 b.copy_(g)  # torch starts the buffer at the first gradient, undamped
             else:
                 b.mul_(self.momentum).add_((1 - self.dampening) * g)
