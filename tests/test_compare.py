@@ -72,7 +72,7 @@ def test_compare_end_to_end(tmp_path):
     page = html_path.read_text()
     for text in ("Recommendation", "Learning-rate sensitivity", "Held-out loss during training", "<table class='compare'>"):
         assert text in page
-    assert page.count("data:image/png;base64,") == 4
+    assert page.count("data:image/png;base64,") == 5  # tuned vs default, loss and training loss against steps, loss against time, lr
 
 
 def test_optarena_compare_is_callable():
@@ -264,3 +264,13 @@ def test_tuning_more_than_lr_with_a_schedule_and_clipping():
         compare(mlp, classification_data(), optimizers="adam", tune="rho", **FAST)
     with pytest.raises(ValueError, match="unknown schedule"):
         compare(mlp, classification_data(), optimizers="adam", schedule="step", **FAST)
+
+
+def test_the_report_shows_loss_against_steps_and_against_time(tmp_path):
+    c = compare(mlp, classification_data(), optimizers="adam,sgd", **FAST)
+    curves = next(s for s in c.sections() if any("against time" in p.title for p in s.get("plots", [])))
+    timed = next(p for p in curves["plots"] if "against time" in p.title)
+    by_steps = next(p for p in curves["plots"] if p.title.startswith("held-out loss of the chosen setting") and "time" not in p.title)
+    for a, b in zip(timed.series, by_steps.series):
+        per_step = c._seconds_per_step(a.label)
+        assert per_step > 0 and a.x == pytest.approx([x * per_step for x in b.x]) and a.y == b.y

@@ -475,7 +475,8 @@ class Comparison:
             {"id": "table", "title": "Every optimizer, same budget", "html": self._table_html(),
              "plots": [self._tuned_vs_default_plot()]},
             {"id": "curves", "title": "Held-out loss during training", "html": "",
-             "plots": [self._curves_plot("val_loss", "held-out loss"), self._curves_plot("train_loss", "training loss")]},
+             "plots": [self._curves_plot("val_loss", "held-out loss"), self._curves_plot("train_loss", "training loss"),
+                       self._curves_plot("val_loss", "held-out loss", against_time=True)]},
             {"id": "lr-sensitivity", "title": "Learning-rate sensitivity", "html": "", "plots": [self._lr_plot()]},
         ]
         failed = self.failed_runs()
@@ -532,13 +533,16 @@ class Comparison:
                 "<p>Held-out loss: final value of the chosen setting, mean over seeds; ∞ where a seed diverged or failed. "
                 "Diverged: share of all the optimizer's runs (tuning and reruns).</p>")
 
-    def _curves_plot(self, metric: str, label: str) -> Plot:
+    def _curves_plot(self, metric: str, label: str, against_time: bool = False) -> Plot:
+        """Mean `metric` of each optimizer's chosen setting over seeds, against steps or (with
+        `against_time`) against wall time: steps x the optimizer's measured seconds per step."""
         series = []
         for o in self.optimizers:
-            runs = [r for r in self.result.tuned.get(o, []) if r.curve.get(metric)]
-            if not runs:
+            runs = [r for r in self.chosen_runs[o] if r.curve.get(metric)]
+            per_step = self._seconds_per_step(o) if against_time else 1.0
+            if not runs or not math.isfinite(per_step):
                 continue
-            steps = max((r.curve["step"] for r in runs), key=len)
+            steps = [s * per_step for s in max((r.curve["step"] for r in runs), key=len)]
             x, y, lo, hi = [], [], [], []
             for i, s in enumerate(steps):
                 values = [r.curve[metric][i] for r in runs if i < len(r.curve[metric]) and math.isfinite(r.curve[metric][i])]
@@ -548,6 +552,11 @@ class Comparison:
                 x.append(s), y.append(mean), lo.append(low), hi.append(high)
             series.append(Series(o, x, y, lo, hi))
         positive = all(v > 0 for s in series for v in s.y)
+        if against_time:
+            return Plot("curves", f"{label} of the chosen setting against time", "seconds (steps x measured seconds per step)",
+                        label, series, logy=positive and bool(series),
+                        caption="The same curves, each optimizer's steps scaled by its own measured time per step "
+                                "(model and update, timed in the same batches): what a wall-clock budget buys.")
         return Plot("curves", f"{label} of the chosen setting", "step", label, series, logy=positive and bool(series),
                     caption="Mean over seeds with a 95% bootstrap band; a run that diverged stops where it diverged.")
 

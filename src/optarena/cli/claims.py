@@ -74,7 +74,8 @@ def run(args: argparse.Namespace, train: bool = True) -> int:
     args.on_interrupt = lambda: f"interrupted; {len(store)} runs stored in {store_path}, rerun to resume"
     modules = claims.load(ids)
     studies, total = plan(modules, quick)
-    console.stdout.print(f"optarena {command} ({'quick' if quick else 'full'} mode): {len(ids)} claims, about {total} runs; store {store_path}")
+    console.stdout.print(f"optarena {command} ({'quick' if quick else 'full'} mode): {len(ids)} claims, about {total} runs; "
+                         f"store {store_path}", soft_wrap=True)
     with console.threads(args.threads), console.progress(total if train else 0, "runs", enabled=train) as advance:
         verdicts, meta = run_claims(ids, quick, store, device=args.device, progress=advance,
                                     on_study=getattr(advance, "describe", None), backend=backend,
