@@ -194,13 +194,15 @@ def verdict(results: dict[StudyKey, StudyResult]) -> Verdict:
     )
     details = {
         "tau": TAU,
+        "steps_per_budget": {f"{k}x": v for k, v in steps.items()},
         "rho": {f"{k}x": _rho(per_budget[k]) for k in per_budget},
         "outcome_per_budget_and_convention": {f"{k}x/{c}": v for (k, c), v in outcomes.items()},
         "holds_at_budgets": [f"{k}x" for k in holds],
         "per_budget": {f"{k}x": v for k, v in per_budget.items()},
         "diverged_or_failed": {f"{k}x": suite.divergence_counts(chosen) for k, chosen in sweep.items()},
     }
-    return Verdict(verdict=outcome, effect=effect, ci95=ci, problems=sorted(rows), budget=max(steps[largest]),
+    return Verdict(verdict=outcome, effect=effect, ci95=ci, problems=sorted(rows),
+                   budget=max(r.study.budget for r in sweep[largest].values()),
                    seeds=seeds, summary=summary, details=details, plots=_plots(per_budget),
                    run_keys=sorted(run_keys), **base)
 
