@@ -239,3 +239,13 @@ def test_two_processes_can_write_the_same_file(tmp_path):
     with Store(path) as store:
         assert len(store) == 400
         assert len(store.results(problem="p1")) == len(store.results(problem="p2")) == 200
+
+
+def test_package_version_matches_pyproject():
+    import re
+    from pathlib import Path
+
+    import optarena
+
+    text = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    assert re.search(r'^version = "([^"]+)"', text, re.M).group(1) == optarena.__version__

@@ -1,6 +1,7 @@
-"""optarena: the eight optimizers of the article, exactly, and an arena that tests its claims."""
+"""optarena: the eight optimizers of the article and today's contenders, exactly, and an arena that
+tests the article's claims."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"  # keep equal to pyproject.toml (a test checks)
 
 
 def compare(*args, **kwargs):
