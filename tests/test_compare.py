@@ -149,7 +149,7 @@ def test_a_leader_better_on_every_seed_is_recommended_alone():
     c = synthetic({"sgd": [2.0, 2.1, 2.2], "adam": [1.0, 1.1, 1.2], "rmsprop": [1.5, 1.6, 1.7]})
     assert c.best == "adam"
     assert c.reason.startswith("adam reached the lowest held-out loss 1.1 ")
-    assert "runner-up rmsprop at 1.6 (rmsprop minus adam, paired over seeds: 0.5, 95% CI [0.5, 0.5])" in c.reason
+    assert "runner-up rmsprop at 1.6 (rmsprop minus adam, paired over seeds: 0.5, 95% t interval [0.5, 0.5])" in c.reason
 
 
 def test_leaders_not_separable_are_listed():

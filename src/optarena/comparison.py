@@ -388,18 +388,18 @@ class Comparison:
         leaders = [best] + [o for o in ranked[1:] if not stats.separable(self.seed_losses[o], self.seed_losses[best], CONFIDENCE)]
         if len(leaders) == 1:
             runner = ranked[1]
-            d = stats.paired_difference(self.seed_losses[runner], self.seed_losses[best])
+            d = _paired(self.seed_losses[runner], self.seed_losses[best])
             return best, (f"{best} reached the lowest {said}, separably below the runner-up {runner} at "
                           f"{_fmt(np.mean(self.seed_losses[runner]))} ({runner} minus {best}, paired over seeds: {_fmt(d['mean'])}, "
-                          f"95% CI [{_fmt(d['ci95'][0])}, {_fmt(d['ci95'][1])}]).")
+                          f"95% t interval [{_fmt(d['ci95'][0])}, {_fmt(d['ci95'][1])}]).")
         last = leaders[-1]
-        d = stats.paired_difference(self.seed_losses[last], self.seed_losses[best])
+        d = _paired(self.seed_losses[last], self.seed_losses[best])
         losses = ", ".join(f"{o} {_fmt(np.mean(self.seed_losses[o]))}" for o in leaders)
         rest = [o for o in ranked if o not in leaders]
         tail = (f"; {rest[0]} and below are separably worse" if rest else "") + (
             "; the others diverged or failed" if others_failed else "")
         return leaders, (f"{_join(leaders)} are not separable at 95% over {seeds} seeds (held-out loss {losses}; "
-                         f"{last} minus {best}, paired over seeds: {_fmt(d['mean'])}, 95% CI "
+                         f"{last} minus {best}, paired over seeds: {_fmt(d['mean'])}, 95% t interval "
                          f"[{_fmt(d['ci95'][0])}, {_fmt(d['ci95'][1])}]){tail}.")
 
     # -- views --
@@ -723,6 +723,12 @@ def main(args: argparse.Namespace) -> int:
                                 f"({failed[0]['optimizer']} {compare_hparams(failed[0]['hparams'])}, seed "
                                 f"{failed[0]['seed']}); the report has the traceback")
     return 0
+
+
+def _paired(a: Sequence[float], b: Sequence[float]) -> dict[str, Any]:
+    """Mean of a - b over seeds and the paired t interval that `stats.separable` decides with (so
+    the interval printed is the one the recommendation rests on)."""
+    return {"mean": float(np.mean(np.asarray(a) - np.asarray(b))), "ci95": stats.t_interval(a, b, CONFIDENCE)}
 
 
 def error_line(traceback_text: str) -> str:
