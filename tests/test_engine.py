@@ -38,13 +38,7 @@ LR = {
 SECOND = {"beta1": 0.8, "alpha": 0.95, "rho": 0.8, "l1": 1e-3, "initial_accumulator_value": 0.2, "momentum": 0.5}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small ops are what these tests run; on a busy 2-core machine a second thread makes them slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -339,3 +339,10 @@ def test_separable_detects_a_real_difference_and_never_with_one_pair():
     assert not stats.separable([1.0], [0.0])
     with pytest.raises(ValueError, match="method"):
         stats.separable([1.0, 2.0], [0.0, 1.0], method="z")
+
+
+def test_good_lr_width_against_a_common_reference():
+    lrs, losses = [1e-3, 1e-2, 1e-1], [0.30, 0.20, 0.25]
+    assert stats.good_lr_width(lrs, losses, margin=0.3) == pytest.approx(2.0)  # 0.20 and 0.25 within 30% of 0.20
+    assert stats.good_lr_width(lrs, losses, margin=0.3, reference=0.1) == 0.0  # none within 30% of 0.1
+    assert list(stats.good_lr_mask(lrs, losses, 0.3, reference=0.2)) == [False, True, True]

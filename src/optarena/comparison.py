@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import functools
 import hashlib
 import html
@@ -101,12 +102,6 @@ def _check_settings(budget: int, seeds: int, steps: int | None, method: str) -> 
         raise ValueError(f"method must be one of {', '.join(tuning.METHODS)}, got {method!r}")
 
 
-def _check_device(device: str | torch.device) -> None:
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {str(device)!r}: no CUDA device is available here; use --device cpu")
-
-
 # ---- the comparison ----
 
 
@@ -149,7 +144,7 @@ def compare(
     """
     names = resolve_optimizers(optimizers, convention)
     _check_settings(budget, seeds, steps, method)
-    _check_device(device)
+    device = console.check_device(str(device))
     setup = make_setup(steps, schedule, warmup, clip_grad_norm)
     tune = check_tune(tune, names)
     problem = UserProblem(model, data, loss=loss, batch_size=batch_size, steps=steps, name=name, device=device)
@@ -159,14 +154,12 @@ def compare(
 
 def make_setup(steps: int | None, schedule: str = "constant", warmup: float | None = None,
                clip_grad_norm: float | None = None) -> Setup:
-    """The training setup, checked: ValueError naming the option."""
+    """The training setup (Setup checks it: ValueError naming the option); the warmup defaults to
+    schedules.DEFAULT_WARMUP with a schedule."""
     from optarena import schedules
 
     warmup = (schedules.DEFAULT_WARMUP if schedule != "constant" else 0.0) if warmup is None else warmup
-    schedules.check(schedule, warmup)
-    if clip_grad_norm is not None and not (isinstance(clip_grad_norm, (int, float)) and 0 < clip_grad_norm < math.inf):
-        raise ValueError(f"clip_grad_norm must be a number > 0, got {clip_grad_norm!r}")
-    return Setup(steps, schedule, float(warmup), None if clip_grad_norm is None else float(clip_grad_norm))
+    return Setup(steps, schedule, warmup, clip_grad_norm)
 
 
 def check_tune(tune: str | Sequence[str], optimizers: Sequence[str]) -> tuple[str, ...]:
@@ -204,8 +197,8 @@ def run_comparison(
     a backend in other processes needs `factory`, a picklable function that builds the same
     problem there (``optarena compare`` passes one that reloads the problem file)."""
     setup = setup or Setup(steps)
-    if setup.steps is None and steps is not None:
-        setup = Setup(steps, setup.schedule, setup.warmup, setup.clip_grad_norm)
+    if setup.steps is None:
+        setup = dataclasses.replace(setup, steps=steps)
     study = TunedStudy(StudyKey("compare", problem.name), tuple(optimizers), convention, budget, seeds, method,
                        tune=tuple(tune), setup=setup, optuna_storage=optuna_storage)
     if backend is not None and backend.name != "local" and factory is None:
@@ -703,7 +696,7 @@ def main(args: argparse.Namespace) -> int:
             comparison = run_comparison(problem, names, args.budget, args.seeds, steps,
                                         args.convention, args.method, store, args.device, args.progress, threads,
                                         backend=backend, factory=factory, tune=tune,
-                                        setup=Setup(steps, setup.schedule, setup.warmup, setup.clip_grad_norm),
+                                        setup=dataclasses.replace(setup, steps=steps),
                                         optuna_storage=args.optuna_storage)
     finally:
         if hasattr(backend, "close"):

@@ -446,10 +446,12 @@ def _lr_grid(lrs, losses) -> tuple[np.ndarray, np.ndarray]:
     return lr[order], loss[order]
 
 
-def good_lr_mask(lrs, losses, margin: float = 0.1, relative: bool = True) -> np.ndarray:
+def good_lr_mask(lrs, losses, margin: float = 0.1, relative: bool = True, reference: float | None = None) -> np.ndarray:
     """Which learning rates give a loss within `margin` of the best one (in the order given).
 
-    With best = min of the finite losses, a learning rate is good when its loss is finite and
+    With best = min of the finite losses (or the given `reference`, e.g. the best loss of any
+    optimizer, so that widths of several optimizers share one yardstick), a learning rate is good
+    when its loss is finite and
       relative=True:  loss <= best + margin * |best|   (= best * (1 + margin) when best > 0;
                       for best < 0 the bound still lies above best; for best == 0 only exact 0s
                       qualify, so pass relative=False for losses that reach 0)
@@ -465,12 +467,12 @@ def good_lr_mask(lrs, losses, margin: float = 0.1, relative: bool = True) -> np.
     finite = np.isfinite(loss)
     if not finite.any():
         return np.zeros(loss.shape, dtype=bool)
-    best = loss[finite].min()
+    best = loss[finite].min() if reference is None else float(reference)
     bound = best + margin * abs(best) if relative else best + margin
     return finite & (np.where(finite, loss, np.inf) <= bound)
 
 
-def good_lr_width(lrs, losses, margin: float = 0.1, relative: bool = True) -> float:
+def good_lr_width(lrs, losses, margin: float = 0.1, relative: bool = True, reference: float | None = None) -> float:
     """Width, in decades (log10 units), of the learning rates that are good (see `good_lr_mask`).
 
     Each grid point owns a cell on the log10 axis reaching halfway to its neighbours (the end
@@ -482,7 +484,7 @@ def good_lr_width(lrs, losses, margin: float = 0.1, relative: bool = True) -> fl
     lr, loss = _lr_grid(lrs, losses)
     if lr.size < 2:
         raise ValueError("good_lr_width needs at least two learning rates to know the grid spacing")
-    mask = good_lr_mask(lr, loss, margin, relative)
+    mask = good_lr_mask(lr, loss, margin, relative, reference)
     x = np.log10(lr)
     gaps = np.diff(x)
     # Cell of point i = (gap to the left + gap to the right) / 2; ends mirror their one gap.

@@ -58,6 +58,15 @@ class Setup:
     warmup: float = 0.0
     clip_grad_norm: float | None = None
 
+    def __post_init__(self) -> None:
+        """The same checks as every Trial's, so a bad setup fails before any run (ValueError)."""
+        from optarena import schedules
+        from optarena.trial import check_clip_grad_norm
+
+        schedules.check(self.schedule, self.warmup)
+        object.__setattr__(self, "warmup", float(self.warmup))
+        object.__setattr__(self, "clip_grad_norm", check_clip_grad_norm(self.clip_grad_norm))
+
 
 @dataclass(frozen=True)
 class TunedStudy:

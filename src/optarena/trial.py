@@ -25,6 +25,15 @@ RESULT_CODE = ("rules", "problems", "engine.py", "schedules.py")
 STATUSES = ("done", "diverged", "failed")
 
 
+def check_clip_grad_norm(clip: float | None) -> float | None:
+    """The gradient-clipping norm as a float (None: no clipping); ValueError unless finite and > 0."""
+    if clip is None:
+        return None
+    if isinstance(clip, bool) or not isinstance(clip, (int, float)) or not (0 < clip < float("inf")):
+        raise ValueError(f"clip_grad_norm must be a finite number > 0 or None, got {clip!r}")
+    return float(clip)
+
+
 @dataclass(frozen=True)
 class Trial:
     """One training run to do. `hparams` holds only what differs from the convention's defaults."""
@@ -48,11 +57,7 @@ class Trial:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
         schedules.check(self.schedule, self.warmup)
         object.__setattr__(self, "warmup", float(self.warmup) if self.schedule != "constant" else 0.0)
-        if self.clip_grad_norm is not None:
-            clip = self.clip_grad_norm
-            if isinstance(clip, bool) or not isinstance(clip, (int, float)) or not (0 < clip < float("inf")):
-                raise ValueError(f"clip_grad_norm must be a finite number > 0 or None, got {clip!r}")
-            object.__setattr__(self, "clip_grad_norm", float(clip))
+        object.__setattr__(self, "clip_grad_norm", check_clip_grad_norm(self.clip_grad_norm))
 
     def __hash__(self) -> int:
         return hash(self.run_key)

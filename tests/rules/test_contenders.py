@@ -34,12 +34,7 @@ from optarena.trial import Trial
 CONTENDERS = ("lion", "adafactor", "muon", "schedulefree_adamw", "soap", "lamb")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def assert_trained(params, init=None) -> None:

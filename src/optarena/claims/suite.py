@@ -279,20 +279,8 @@ def lr_width(result: StudyResult, optimizer: str, margin: float, reference: floa
     lrs, losses = sensitivity(result, optimizer, seed)
     if lrs.size < 2:
         return math.nan
-    if reference is not None:
-        # Measured against a common reference: good = within margin of it (not of the own best).
-        good = np.isfinite(losses) & (losses <= reference * (1 + margin))
-        cells = _cells(np.log10(lrs))
-        return round(float(cells[good].sum()), 9)
     # Rounded: the width is a sum of grid cells, and float noise (1e-16) must not make widths differ.
-    return round(stats.good_lr_width(lrs, losses, margin=margin, relative=True), 9)
-
-
-def _cells(x: np.ndarray) -> np.ndarray:
-    """Each grid point's cell on the log axis (halfway to its neighbours; ends mirror their gap),
-    as in `stats.good_lr_width`."""
-    gaps = np.diff(x)
-    return (np.concatenate([[gaps[0]], gaps]) + np.concatenate([gaps, [gaps[-1]]])) / 2.0
+    return round(stats.good_lr_width(lrs, losses, margin=margin, relative=True, reference=reference), 9)
 
 
 def lr_widths(result: StudyResult, margin: float) -> dict[str, float]:
