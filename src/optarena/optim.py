@@ -6,10 +6,13 @@ sparse gradients, ``eval()`` / ``train()`` for rules with an evaluation point); 
 optimizer, with torch-style signatures. Hyperparameters left as ``None`` take the chosen
 convention's defaults.
 
-As torch.optim, every class takes ``maximize`` (the gradient negated), ``foreach`` / ``fused``
-(``False`` / ``None``: the small tensors of a group go through the rule as one flat tensor, same
-numbers as one at a time; ``foreach=False`` updates them one by one; there is no separate fused
-kernel, so ``fused=True`` is accepted, on CPU as torch's is, and takes the default path),
+As torch.optim, every class takes ``maximize`` (the gradient negated), ``foreach`` (``None``, the
+default: the small tensors of a group go through the rule as one flat tensor, same numbers as one
+at a time; ``False``: one by one), ``fused`` (``True``: the rule's own ``update_`` compiled by
+``torch.compile`` into one fused kernel per rule, dtype and device, see `optarena.fused`, for the
+elementwise rules; the numbers equal the eager rule's up to float rounding; the first step
+compiles, seconds, cached on disk by inductor; the rules that act on whole tensors, Muon, SOAP,
+Adafactor, LAMB and Schedule-Free, refuse it),
 ``capturable`` (the step count a tensor on the parameter's device; CPU parameters refused at
 ``step()``, as torch does) and ``differentiable`` (only ``False``). ``state["step"]`` is a Python int
 in eager mode and a 0-d tensor once the step is run under ``torch.compile`` (so that one graph
@@ -26,6 +29,7 @@ from typing import Any, Callable, ClassVar, Iterable
 import torch
 from torch import Tensor
 
+from optarena import fused as compiled
 from optarena import rules
 from optarena.rules.base import Rule, any_nonzero
 
@@ -46,6 +50,9 @@ class RuleOptimizer(torch.optim.Optimizer):
                              "place under torch.no_grad(); use differentiable=False (the default)")
         given = {k: v for k, v in hparams.items() if v is not None}
         defaults = rules.resolve(self.rule_name, convention, **given)
+        if fused and not rules.entry(self.rule_name).conventions[convention].rule.elementwise:
+            raise RuntimeError(f"{name}: fused=True is for the elementwise rules; {name} acts on whole tensors "
+                               "(norms, factored or matrix statistics): use fused=None (the default)")
         if "beta1" in defaults:  # present them as torch does
             defaults["betas"] = (defaults.pop("beta1"), defaults.pop("beta2"))
         defaults["convention"] = convention
@@ -114,6 +121,15 @@ class RuleOptimizer(torch.optim.Optimizer):
                 else:
                     step = state["step"] = count + 1
                 members.append((p, grad, state, step))
+            if group.get("fused") and not tensor_step and compiled.supports(rule):
+                dense = [m for m in members if not m[1].is_sparse]
+                for p, grad, state, step in members:
+                    if grad.is_sparse:
+                        self._apply_sparse(rule, p, grad, state, step)
+                if dense:
+                    _fused_update_(rule, [(p, g, {k: v for k, v in s.items() if k != "step"}, t)
+                                          for p, g, s, t in dense])
+                continue
             batches: dict[int, list] = {}
             batchable = not tensor_step and _batchable(rule, group)
             for p, grad, state, step in members:
@@ -255,28 +271,69 @@ def _update_flat_(rule: Rule, chunk: list, step: int) -> None:
     concatenated into one flat tensor with their gradients and states, then copied back: each
     operation of the formula runs once instead of once per parameter, element by element the same
     kernels, so the same numbers (checked bitwise in tests/test_optim.py)."""
-    params, grads, states = zip(*chunk)
-    keys = [k for k, v in states[0].items() if k != "step" and isinstance(v, Tensor)]
-    # Nothing to gain for one tensor or a stateless rule (plain SGD: one operation, fewer than the
-    # copies); a state that is not one value per coordinate (NAdam's mu_product) cannot be flattened.
-    if len(chunk) == 1 or not keys or any(states[0][k].shape != params[0].shape for k in keys):
+    # Nothing to gain for one tensor or a stateless rule (plain SGD: one operation, fewer than the copies).
+    flat = _flatten(chunk) if len(chunk) > 1 and any(k != "step" for k in chunk[0][2]) else None
+    if flat is None:
         for p, g, s in chunk:
             rule.update_(p, g, s, step)
         return
+    rule.update_(*flat, step)
+    _copy_back(chunk, flat)
+
+
+def _flatten(chunk: list) -> tuple[Tensor, Tensor, dict[str, Tensor]] | None:
+    """The chunk's (param, grad, state) concatenated into flat tensors; None where a state is not
+    one value per coordinate of its parameter's dtype (NAdam's mu_product), which cannot be."""
+    params, grads, states = zip(*chunk)
+    keys = [k for k, v in states[0].items() if k != "step" and isinstance(v, Tensor)]
+    if any(states[0][k].shape != params[0].shape for k in keys):
+        return None
     flatten = torch._C._nn.flatten_dense_tensors
     flat_param, flat_grad = flatten(params), flatten(grads)
     flat_state = {k: flatten([s[k] for s in states]) for k in keys}
     if any(v.shape != flat_param.shape or v.dtype != flat_param.dtype for v in (flat_grad, *flat_state.values())):
-        # a state of another shape or dtype than its parameter's: one parameter at a time
-        for p, g, s in chunk:
-            rule.update_(p, g, s, step)
-        return
-    rule.update_(flat_param, flat_grad, flat_state, step)
+        return None
+    return flat_param, flat_grad, flat_state
+
+
+def _copy_back(chunk: list, flat: tuple[Tensor, Tensor, dict[str, Tensor]]) -> None:
+    params, _, states = zip(*chunk)
+    flat_param, _, flat_state = flat
     unflatten = torch._C._nn.unflatten_dense_tensors
     torch._foreach_copy_(list(params), unflatten(flat_param, params))
-    for k in keys:
+    for k, v in flat_state.items():
         targets = [s[k] for s in states]
-        torch._foreach_copy_(targets, unflatten(flat_state[k], targets))
+        torch._foreach_copy_(targets, unflatten(v, targets))
+
+
+def _fused_update_(rule: Rule, members: list) -> None:
+    """``fused=True``: every dense parameter of a group through the compiled kernel
+    (`optarena.fused`), small ones concatenated first; a parameter that is not contiguous (its
+    flat view would be a copy) goes through the eager rule."""
+    by_step: dict[tuple, list] = {}
+    for p, grad, state, step in members:
+        by_step.setdefault((step, p.dtype, p.device), []).append((p, grad, state))
+    for (step, _, _), batch in by_step.items():
+        items, flattened = [], []
+        small = [m for m in batch if m[0].numel() < _BATCH_ELEMENTS]
+        rest = [m for m in batch if m[0].numel() >= _BATCH_ELEMENTS]
+        for chunk in _chunks(small):
+            flat = _flatten(chunk) if len(chunk) > 1 else None
+            if flat is None:
+                rest.extend(chunk)
+            else:
+                items.append(flat)
+                flattened.append((chunk, flat))
+        for p, g, s in rest:
+            if not (p.is_contiguous() and g.is_contiguous()):
+                rule.update_(p, g, s, step)
+                continue
+            state = {k: v.view(-1) if v.shape == p.shape else v for k, v in s.items() if isinstance(v, Tensor)}
+            items.append((p.view(-1), g.view(-1), state))
+        if items:
+            compiled.update_(rule, *map(list, zip(*items)), step)
+        for chunk, flat in flattened:
+            _copy_back(chunk, flat)
 
 
 # Our state names -> torch.optim's, for the optimizers torch.optim has (convention="pytorch").

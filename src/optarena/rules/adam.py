@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from optarena.rules.base import HP, Rule, zeros_like
-from optarena.rules.primitives import bias_correction, denominator, ema_, maximum_, step_, weight_decay_
+from optarena.rules.primitives import bias_correction, denominator, ema_, maximum_, power, step_, weight_decay_
 from optarena.rules.spec import Convention, Dimension, Optimizer
 
 
@@ -46,7 +46,7 @@ class Adam(Rule):
         if self.amsgrad:
             v = maximum_(state["v_max"], v)
         if self.epsilon_hat:
-            alpha_t = self.lr * bias_correction(self.beta2, step) ** 0.5 / bias_correction(self.beta1, step)
+            alpha_t = self.lr * power(bias_correction(self.beta2, step), 0.5) / bias_correction(self.beta1, step)
             step_(param, m / denominator(v, self.eps, eps_inside_root=False), alpha_t)
             return
         if self.bias_correction:

@@ -43,8 +43,15 @@ Step = Union[int, Tensor]
 
 
 def any_nonzero(h: HP) -> bool:
-    """Whether a hyperparameter is non-zero for at least one run (selects a code path)."""
+    """Whether a hyperparameter is non-zero for at least one run (selects a code path).
+
+    Under ``torch.compile`` a tensor hyperparameter is taken as non-zero (its value is not known
+    while tracing): the general path, which is exact for a zero too. The compiled executor
+    (``optarena.rules.fused``) passes zeros as Python floats, so their paths stay the cheap ones.
+    """
     if isinstance(h, Tensor):
+        if torch.compiler.is_compiling():
+            return True
         return bool((h != 0).any())
     return h != 0
 

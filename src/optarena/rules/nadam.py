@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from optarena.rules.base import HP, Rule, zeros_like
-from optarena.rules.primitives import bias_correction, denominator, ema_, step_, weight_decay_
+from optarena.rules.primitives import bias_correction, denominator, ema_, power, step_, weight_decay_
 from optarena.rules.spec import Convention, Dimension, Optimizer
 
 
@@ -44,7 +44,7 @@ class Nadam(Rule):
         return {"m": zeros_like(param), "v": zeros_like(param), "mu_product": product}
 
     def momentum_at(self, t: int) -> HP:
-        return self.beta1 * (1 - 0.5 * 0.96 ** (t * self.momentum_decay))
+        return self.beta1 * (1 - 0.5 * power(0.96, t * self.momentum_decay))
 
     def apply_(self, param, grad, state, step):
         g = weight_decay_(param, grad, self.lr, self.weight_decay, self.decoupled)
@@ -53,7 +53,7 @@ class Nadam(Rule):
         m = ema_(state["m"], g, self.beta1)
         v = ema_(state["v"], g * g, self.beta2)
         d = denominator(v / bias_correction(self.beta2, step), self.eps, eps_inside_root=False)
-        if mu_product.ndim == 0:  # one run: plain floats, as the frameworks compute them
+        if mu_product.ndim == 0 and not torch.compiler.is_compiling():  # one run, eager: floats, as frameworks do
             mu_product = mu_product.item()
         else:
             mu_product = mu_product.to(param.dtype)

@@ -1,0 +1,152 @@
+"""The compiled executor: an elementwise rule's own ``update_`` compiled into one fused kernel.
+
+``optarena.optim``'s ``fused=True`` path. There is no hand-written fused code per optimizer: a
+function that applies ``rule.update_`` to each of ``CHUNK`` tensors is compiled with
+``torch.compile`` (inductor writes one vectorised C++ loop per tensor, every operation of the
+formula in one pass over memory, as torch.optim's fused kernels do), once per
+
+    (rule class, its code path: bools and which hyperparameters are zero, dtype, device).
+
+Shapes are dynamic (every tensor is passed as a flat 1-D view, sizes symbolic, no duck sizing), so
+one compiled kernel serves every parameter of every model. Non-zero hyperparameters and the step
+count enter as 0-d tensors, so a learning-rate scheduler never triggers a recompile; zeros enter as
+Python floats, so ``weight_decay=0`` keeps the cheap path (see `rules.base.any_nonzero`). The
+scalar powers of a step (bias corrections) are computed once per call (`rules.primitives.power`).
+Small tensors are concatenated into chunks of about ``optim._BATCH_ELEMENTS`` first (their per-call
+cost would dominate), larger ones are passed as they are, ``CHUNK`` per call; a short last chunk is
+padded with scratch tensors so the kernel is compiled once, not once per length.
+
+Compiling takes seconds per kernel (reported apart from the step time by
+``benchmarks/step_speed.py --drop-ins``); inductor caches the result on disk, so later processes
+load it (``TORCHINDUCTOR_CACHE_DIR``). Where compilation fails (e.g. no C++ compiler), the kernel
+falls back to the eager rule with one warning: the same formula, slower.
+
+The numbers are those of the eager rule up to float rounding (inductor may contract or reorder
+operations): tests/test_fused.py checks every elementwise optimizer and convention against it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import warnings
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from optarena.rules.base import Rule
+
+CHUNK = 8
+"""Tensors per kernel call: fewer calls (each costs ~20 us of Python and guards) against a longer
+first compile."""
+
+_KERNELS: dict[tuple, Callable | None] = {}  # None: compilation failed here, the eager rule is used
+COMPILE_SECONDS: dict[tuple, float] = {}
+"""Wall seconds of each kernel's first call (compile, or load from inductor's cache), by key."""
+
+
+def supports(rule: Rule) -> bool:
+    """Whether `rule` can run through the compiled kernel: elementwise, one value per hyperparameter."""
+    return rule.elementwise and not any(isinstance(v, Tensor) and v.ndim > 0 for v in rule.hparams().values())
+
+
+def _split(rule: Rule) -> tuple[dict, tuple[str, ...], list[float]]:
+    """The rule's fields as (fixed: bools and zeros, the names of the others, their values)."""
+    fixed, names, values = {}, [], []
+    for f in dataclasses.fields(rule):
+        value = getattr(rule, f.name)
+        if isinstance(value, Tensor):
+            value = value.item()
+        if isinstance(value, bool) or value == 0:
+            fixed[f.name] = value
+        else:
+            names.append(f.name)
+            values.append(float(value))
+    return fixed, tuple(names), values
+
+
+def _make(rule_type: type[Rule], fixed: dict, names: tuple[str, ...], keys: tuple[str, ...]) -> Callable:
+    def kernel(params, grads, states, step, *values):
+        rule = rule_type(**fixed, **dict(zip(names, values)))
+        for i in range(len(params)):
+            rule.update_(params[i], grads[i], {k: states[j][i] for j, k in enumerate(keys)}, step)
+
+    # A code object of its own: dynamo keeps its compiled graphs (and its recompile limit) per code
+    # object, so kernels of different rules made from this one function would evict each other.
+    kernel.__code__ = kernel.__code__.replace(co_name=f"fused_{rule_type.__name__}_{len(_KERNELS)}")
+    # size_asserts off: the wrapper would check every input's size and stride on every call.
+    return torch.compile(kernel, fullgraph=True, dynamic=True, options={"size_asserts": False})
+
+
+def update_(rule: Rule, params: list[Tensor], grads: list[Tensor], states: list[dict], step: int) -> None:
+    """``rule.update_(p, g, s, step)`` for every (p, g, s), through the compiled kernel.
+
+    `params`, `grads` and the states' tensors are 1-D and contiguous, of one dtype and device;
+    every state dict has the same keys (tensors only; 0-d ones, as NAdam's ``mu_product``, too).
+    """
+    fixed, names, values = _split(rule)
+    keys = tuple(states[0])
+    p0 = params[0]
+    shaped = tuple(k for k in keys if states[0][k].shape == p0.shape)
+    key = (type(rule), tuple(sorted(fixed.items())), names, keys, shaped, p0.dtype, p0.device.type)
+    kernel = _KERNELS.get(key, False)
+    if kernel is None:  # compilation failed before: the eager rule
+        for p, g, s in zip(params, grads, states):
+            rule.update_(p, g, s, step)
+        return
+    # the scalars in the parameters' precision (float64 for float64), at least float32
+    dtype = torch.float64 if p0.dtype == torch.float64 else torch.float32
+    scalars = [torch.tensor(v, dtype=dtype) for v in values]
+    step_t = torch.tensor(float(step), dtype=dtype)
+    for start in range(0, len(params), CHUNK):
+        chunk = slice(start, start + CHUNK)
+        ps, gs, ss = list(params[chunk]), list(grads[chunk]), states[chunk]
+        columns = [[s[k] for s in ss] for k in keys]
+        if len(ps) < CHUNK:
+            _pad(ps, gs, columns, keys, shaped, states[0])
+        if kernel is False:
+            kernel = _first_call(key, rule_type=type(rule), fixed=fixed, names=names, keys=keys,
+                                 args=(ps, gs, columns, step_t, *scalars))
+            if kernel is None:
+                update_(rule, params[start:], grads[start:], states[start:], step)
+                return
+            continue
+        kernel(ps, gs, columns, step_t, *scalars)
+
+
+def _first_call(key: tuple, *, rule_type, fixed, names, keys, args) -> Callable | None:
+    kernel = _make(rule_type, fixed, names, keys)
+    started = time.perf_counter()
+    try:
+        with torch.fx.experimental._config.patch(use_duck_shape=False):
+            kernel(*args)
+    except Exception as e:  # no C++ compiler, an unsupported platform: the eager rule, said once
+        warnings.warn(f"optarena: the fused kernel for {rule_type.__name__} could not be compiled "
+                      f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); using the eager rule "
+                      "(same formula, slower)", RuntimeWarning, stacklevel=4)
+        _KERNELS[key] = None
+        return None
+    COMPILE_SECONDS[key] = time.perf_counter() - started
+    _KERNELS[key] = kernel
+    return kernel
+
+
+_SCRATCH: dict[tuple, list[Tensor]] = {}
+
+
+def _pad(ps: list, gs: list, columns: list[list], keys: tuple, shaped: tuple, like: dict) -> None:
+    """Fill a short chunk up to CHUNK with scratch tensors of 2 elements (updated, never read;
+    separate tensors, as aliased inputs that are mutated would change the compiled graph)."""
+    p0 = ps[0]
+    while len(ps) < CHUNK:
+        tag = (p0.dtype, p0.device, len(ps), len(keys))
+        if tag not in _SCRATCH:
+            _SCRATCH[tag] = [torch.zeros(2, dtype=p0.dtype, device=p0.device) for _ in range(2 + len(keys))]
+        scratch = _SCRATCH[tag]
+        torch._foreach_zero_(scratch)
+        ps.append(scratch[0])
+        gs.append(scratch[1])
+        for j, k in enumerate(keys):
+            # a state of its own shape (NAdam's 0-d mu_product): a copy of the first member's
+            columns[j].append(scratch[2 + j] if k in shaped else like[k].clone())

@@ -1,0 +1,73 @@
+"""fused=True: the compiled executor (optarena.fused) against the eager rule, every elementwise
+optimizer and convention; a scheduler changing lr does not recompile; whole-tensor rules refuse it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from optarena import fused, optim, rules
+
+ELEMENTWISE = [(name, c) for name, e in rules.entries().items() for c, conv in e.conventions.items()
+               if conv.rule.elementwise]
+# small (concatenated), medium, large (one tensor per kernel slot), a 0-d-free mix of shapes
+SHAPES = [(30, 20), (7,), (5, 3), (100,), (40_000,), (200, 200)]
+
+
+def _run(name: str, convention: str, use_fused: bool, steps: int = 4) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    params = [torch.randn(s, generator=g).requires_grad_() for s in SHAPES]
+    grads = [[torch.randn(s, generator=g) * 0.1 for s in SHAPES] for _ in range(steps)]
+    extra = {"momentum": 0.9} if name == "sgd" and "momentum" in rules.defaults(name, convention) else {}
+    opt = optim.create(name, params, convention, fused=True if use_fused else None, **extra)
+    for gs in grads:
+        for p, grad in zip(params, gs):
+            p.grad = grad.clone()
+        opt.step()
+    return [p.detach() for p in params]
+
+
+@pytest.mark.parametrize("name,convention", ELEMENTWISE)
+def test_fused_equals_eager(name, convention):
+    eager, compiled = _run(name, convention, False), _run(name, convention, True)
+    for a, b in zip(eager, compiled):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+    assert any(k[0].name == rules.build(name, convention).name for k in fused.COMPILE_SECONDS), \
+        "the compiled kernel was not used (it fell back to the eager rule)"
+
+
+def test_scheduler_and_state_dict_do_not_recompile():
+    import torch._dynamo.utils as dynamo_utils
+
+    params = [torch.randn(50, 40, requires_grad=True), torch.randn(40_000, requires_grad=True)]
+    opt = optim.Adam(params, lr=1e-2, convention="pytorch", fused=True)
+    scheduler = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=0.9)
+    for p in params:
+        p.grad = torch.ones_like(p)
+    opt.step()
+    before = dynamo_utils.counters["stats"]["unique_graphs"]
+    for _ in range(10):
+        opt.step()
+        scheduler.step()
+    assert dynamo_utils.counters["stats"]["unique_graphs"] == before
+    reference = torch.optim.Adam([p.detach().clone().requires_grad_() for p in params], lr=1e-2)
+    reference.load_state_dict(opt.torch_state_dict())  # the state is the eager drop-in's
+    assert reference.state_dict()["state"][0]["step"].item() == 11
+
+
+def test_whole_tensor_rules_refuse_fused():
+    with pytest.raises(RuntimeError, match="elementwise"):
+        optim.Muon([torch.randn(4, 4, requires_grad=True)], fused=True)
+
+
+def test_compile_failure_falls_back_to_the_eager_rule(monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("no compiler here")
+
+    monkeypatch.setattr(fused, "_KERNELS", {})
+    monkeypatch.setattr(fused, "_make", lambda *a: broken)
+    eager = _run("rmsprop", "keras", False)
+    with pytest.warns(RuntimeWarning, match="could not be compiled"):
+        compiled = _run("rmsprop", "keras", True)
+    for a, b in zip(eager, compiled):
+        torch.testing.assert_close(b, a, rtol=0, atol=0)
