@@ -122,13 +122,14 @@ class RuleOptimizer(torch.optim.Optimizer):
                     step = state["step"] = count + 1
                 members.append((p, grad, state, step))
             if group.get("fused") and not tensor_step and compiled.supports(rule):
-                dense = [m for m in members if not m[1].is_sparse]
+                dense = []
                 for p, grad, state, step in members:
                     if grad.is_sparse:
                         self._apply_sparse(rule, p, grad, state, step)
+                    else:
+                        dense.append((p, grad, {k: v for k, v in state.items() if k != "step"}, step))
                 if dense:
-                    _fused_update_(rule, [(p, g, {k: v for k, v in s.items() if k != "step"}, t)
-                                          for p, g, s, t in dense])
+                    _fused_update_(rule, dense)
                 continue
             batches: dict[int, list] = {}
             batchable = not tensor_step and _batchable(rule, group)

@@ -47,7 +47,7 @@ def any_nonzero(h: HP) -> bool:
 
     Under ``torch.compile`` a tensor hyperparameter is taken as non-zero (its value is not known
     while tracing): the general path, which is exact for a zero too. The compiled executor
-    (``optarena.rules.fused``) passes zeros as Python floats, so their paths stay the cheap ones.
+    (``optarena.fused``) passes zeros as Python floats, so their paths stay the cheap ones.
     """
     if isinstance(h, Tensor):
         if torch.compiler.is_compiling():
