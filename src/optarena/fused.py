@@ -38,7 +38,7 @@ from torch import Tensor
 from optarena.rules.base import Rule
 
 CHUNK = 8
-"""Tensors per kernel call: fewer calls (each costs ~100-200 us of torch.compile's Python wrapper
+X
 and guards, the reason many-tensor shapes stay slower than torch's fused kernels) against a longer
 first compile (200 tensors in one call took 112 s)."""
 
