@@ -38,9 +38,9 @@ from torch import Tensor
 from optarena.rules.base import Rule
 
 CHUNK = 8
-X
-and guards, the reason many-tensor shapes stay slower than torch's fused kernels) against a longer
-first compile (200 tensors in one call took 112 s)."""
+"""Tensors per kernel call: fewer calls (one call of 8 small tensors measured 120 us of
+torch.compile's Python wrapper and guards: why many-tensor shapes stay slower than torch's fused
+kernels) against a longer first compile (200 tensors in one call took 112 s)."""
 
 _KERNELS: dict[tuple, Callable | None] = {}  # None: compilation failed here, the eager rule is used
 COMPILE_SECONDS: dict[tuple, float] = {}
