@@ -14,7 +14,7 @@ os.environ.setdefault("KERAS_BACKEND", "torch")  # before any keras import
 import pytest
 import torch
 
-from optarena import optim
+from optarena import optim, torch_kernels
 from optarena import rules as conventions
 
 CLASS_NAMES = {name: cls.__name__ for name, cls in optim.OPTIMIZERS.items()}
@@ -447,6 +447,39 @@ def test_torch_keywords_match_torch(name, flag):
     train(getattr(torch.optim, TORCH_CLASS[name])(q, **ref_kwargs, **kwargs), q, 6)
     for x, y in zip(p, q):
         torch.testing.assert_close(x, y, rtol=1e-10, atol=1e-12)
+
+
+def _execution_choices(name):
+    choices = [{}, {"foreach": False}, {"foreach": True}]
+    return choices + ([{"fused": True}] if name in torch_kernels.FUSED else [])
+
+
+@pytest.mark.parametrize("name", list(TORCH_CLASS))
+def test_pytorch_convention_runs_torch_kernels_bitwise(name):
+    """convention="pytorch" hands the group to torch.optim's own kernels (optarena.torch_kernels):
+    for each execution choice (default, for-loop, foreach, fused), the same bits as torch.optim
+    with that choice, float32, many shapes, weight decay on, maximize on, an LR scheduler."""
+    options = {"sgd": {"momentum": 0.9, "dampening": 0.1, "nesterov": False}, "momentum": {"momentum": 0.9, "nesterov": True},
+               "adam": {"amsgrad": True}, "rmsprop": {"momentum": 0.5, "centered": True}}.get(name, {})
+    options = {**options, "weight_decay": 0.01, "maximize": True}
+    g = torch.Generator().manual_seed(3)
+    shapes = [(50, 40), (7,), (3, 1, 2), (1000,)]
+    start = [torch.randn(s, generator=g) for s in shapes]
+    grads = [[torch.randn(s, generator=g) for s in shapes] for _ in range(5)]
+    for choice in _execution_choices(name):
+        results = []
+        for make in (lambda ps: cls(name)(ps, lr=0.01, convention="pytorch", **options, **choice),
+                     lambda ps: getattr(torch.optim, TORCH_CLASS[name])(ps, lr=0.01, **options, **choice)):
+            ps = [x.clone().requires_grad_() for x in start]
+            opt = make(ps)
+            scheduler = torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
+            for gs in grads:
+                for x, grad in zip(ps, gs):
+                    x.grad = grad.clone()
+                opt.step()
+                scheduler.step()
+            results.append(ps)
+        assert_bitwise(*results)
 
 
 def test_torch_keywords_refused_as_torch_refuses_them_on_cpu():

@@ -6,6 +6,11 @@ sparse gradients, ``eval()`` / ``train()`` for rules with an evaluation point); 
 optimizer, with torch-style signatures. Hyperparameters left as ``None`` take the chosen
 convention's defaults.
 
+Under convention="pytorch", the eight optimizers torch.optim has run on torch.optim's own kernels
+(`optarena.torch_kernels`): ``foreach`` and ``fused`` then choose among them exactly as in
+torch.optim, with torch.optim's speed and bits. The other conventions, and the contenders, run
+their rule (``optarena.rules``).
+
 As torch.optim, every class takes ``maximize`` (the gradient negated), ``foreach`` (``None``, the
 default: the small tensors of a group go through the rule as one flat tensor, same numbers as one
 at a time; ``False``: one by one), ``fused`` (``True``: the rule's own ``update_`` compiled by
@@ -30,7 +35,7 @@ import torch
 from torch import Tensor
 
 from optarena import fused as compiled
-from optarena import rules
+from optarena import rules, torch_kernels
 from optarena.rules.base import Rule, any_nonzero
 
 
@@ -96,6 +101,10 @@ class RuleOptimizer(torch.optim.Optimizer):
             # compiled or capturable, so that dynamo builds one graph for every step (an int would
             # be a constant it recompiles for) and capturable needs no host sync.
             tensor_step = compiling or capturable
+            live = [param for param in group["params"] if param.grad is not None]
+            if torch_kernels.handles(self.rule_name, rule, group, [param.grad for param in live]):
+                self._torch_step_(rule, group, live)
+                continue
             maximize = group.get("maximize", False)
             members = []
             for param in group["params"]:
@@ -146,6 +155,23 @@ class RuleOptimizer(torch.optim.Optimizer):
                 for chunk in _chunks(batch):
                     _update_flat_(rule, chunk, step)
         return loss
+
+    def _torch_step_(self, rule: Rule, group: dict, params: list[Tensor]) -> None:
+        """The group through torch.optim's own kernels (`optarena.torch_kernels`)."""
+        name = type(self).__name__
+        reals, grads, states = [], [], []
+        for param in params:
+            grad = param.grad
+            reals.append(_real(param, rule, name))
+            grads.append(torch.view_as_real(grad) if torch.is_complex(grad) else grad)
+            state = self.state[param]
+            if not state:
+                state["step"] = 0
+                if self.rule_name not in ("sgd", "momentum"):  # torch's SGD buffer starts at the first step
+                    state.update(_tensor_state(rule, reals[-1]))
+            states.append(state)
+        if reals:
+            torch_kernels.step_(self.rule_name, rule, group, reals, grads, states)
 
     # -- torch.optim state dicts --------------------------------------------------------------
 
@@ -338,18 +364,8 @@ def _fused_update_(rule: Rule, members: list) -> None:
 
 
 # Our state names -> torch.optim's, for the optimizers torch.optim has (convention="pytorch").
-TORCH_STATE_NAMES: dict[str, dict[str, str]] = {
-    "sgd": {"momentum_buffer": "momentum_buffer"},
-    "momentum": {"momentum_buffer": "momentum_buffer"},
-    "adagrad": {"G": "sum"},
-    "rmsprop": {"G": "square_avg", "g_avg": "grad_avg", "b": "momentum_buffer"},
-    "adam": {"m": "exp_avg", "v": "exp_avg_sq", "v_max": "max_exp_avg_sq"},
-    "adamw": {"m": "exp_avg", "v": "exp_avg_sq", "v_max": "max_exp_avg_sq"},
-    "adadelta": {"Eg2": "square_avg", "Edx2": "acc_delta"},
-    "nadam": {"m": "exp_avg", "v": "exp_avg_sq", "mu_product": "mu_product"},
-}
-TORCH_CLASS_NAMES = {"sgd": "SGD", "momentum": "SGD", "adagrad": "Adagrad", "rmsprop": "RMSprop", "adam": "Adam",
-                     "adamw": "AdamW", "adadelta": "Adadelta", "nadam": "NAdam"}
+TORCH_STATE_NAMES = torch_kernels.STATE_NAMES
+TORCH_CLASS_NAMES = torch_kernels.CLASS_NAMES
 
 
 def _is_torch_format(state_dict: dict) -> bool:

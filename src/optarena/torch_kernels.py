@@ -1,0 +1,126 @@
+"""convention="pytorch", executed by torch.optim's own kernels.
+
+That convention is torch.optim's formula by definition (its rules in `optarena.rules` are proven
+equal to torch.optim in tests/test_optim.py and tests/test_oracles.py), so for the eight optimizers
+torch has, a drop-in group under it hands its tensors to torch.optim's functional API
+(``torch.optim.adam.adam``, ``torch.optim.sgd.sgd``, ...) with the group's ``foreach`` / ``fused``
+choice: the kernels torch.optim would run (for-loop, foreach or fused), so the same speed and the
+same numbers as ``torch.optim.<Same>(..., foreach=, fused=)``. The rule stays the definition, the
+engine's code and the oracle; this module only maps names: ours to torch's, one table.
+
+Not handed over (the rule's own path runs instead): sparse gradients, per-run tensor
+hyperparameters, a non-zero ``decoupled_weight_decay`` (optarena's extra, torch has none), and
+``fused=True`` for the optimizers torch has no fused kernel for (RMSprop, Adadelta, NAdam), which
+go through `optarena.fused`.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor
+from torch.optim import adadelta, adagrad, adam, nadam, rmsprop, sgd
+
+from optarena.rules.base import Rule, any_nonzero
+
+# Our state names -> torch.optim's, per optimizer (also the state_dict mapping of optarena.optim).
+STATE_NAMES: dict[str, dict[str, str]] = {
+    "sgd": {"momentum_buffer": "momentum_buffer"},
+    "momentum": {"momentum_buffer": "momentum_buffer"},
+    "adagrad": {"G": "sum"},
+    "rmsprop": {"G": "square_avg", "g_avg": "grad_avg", "b": "momentum_buffer"},
+    "adam": {"m": "exp_avg", "v": "exp_avg_sq", "v_max": "max_exp_avg_sq"},
+    "adamw": {"m": "exp_avg", "v": "exp_avg_sq", "v_max": "max_exp_avg_sq"},
+    "adadelta": {"Eg2": "square_avg", "Edx2": "acc_delta"},
+    "nadam": {"m": "exp_avg", "v": "exp_avg_sq", "mu_product": "mu_product"},
+}
+CLASS_NAMES = {"sgd": "SGD", "momentum": "SGD", "adagrad": "Adagrad", "rmsprop": "RMSprop", "adam": "Adam",
+               "adamw": "AdamW", "adadelta": "Adadelta", "nadam": "NAdam"}
+# The optimizers with a fused torch kernel (torch.optim's `fused=True`; CPU and CUDA).
+FUSED = frozenset({"sgd", "momentum", "adagrad", "adam", "adamw"})
+
+
+def handles(name: str, rule: Rule, group: dict, grads: list[Tensor]) -> bool:
+    """Whether this pytorch-convention group goes to torch.optim's kernels (see the module docstring)."""
+    if group.get("convention") != "pytorch" or name not in STATE_NAMES:
+        return False
+    if group.get("fused") and name not in FUSED:
+        return False
+    hparams = rule.hparams()
+    if any(isinstance(v, Tensor) for v in hparams.values()) or any_nonzero(hparams.get("decoupled_weight_decay", 0.0)):
+        return False
+    return not any(g.is_sparse for g in grads)
+
+
+def step_dtype(fused: bool) -> torch.dtype:
+    """torch.optim's dtype for state["step"]: float32 for fused kernels, else float64 only under a
+    float64 default dtype (``torch.optim.optimizer._get_scalar_dtype``)."""
+    if fused:
+        return torch.float32
+    return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+
+
+def step_(name: str, rule: Rule, group: dict, params: list[Tensor], grads: list[Tensor], states: list[dict]) -> None:
+    """One torch.optim step of the group's (real) parameters; ``states`` are ours, initialised,
+    with ``state["step"]`` not yet advanced (torch's kernels advance it)."""
+    fused, foreach = group.get("fused"), group.get("foreach")
+    capturable = bool(group.get("capturable", False))
+    flags = {"maximize": bool(group.get("maximize", False))}
+    h = rule.hparams()
+    if name in ("sgd", "momentum"):
+        # torch.optim.SGD keeps no step (ours: a Python int, a tensor under torch.compile so that
+        # one graph serves every step); its buffer is None before the first step, which starts it
+        # at the gradient: a state without "momentum_buffer" here, as a key dynamo guards on.
+        compiling = torch.compiler.is_compiling()
+        for s in states:
+            count = s["step"]
+            if isinstance(count, Tensor):
+                count.add_(1)
+            elif compiling:
+                s["step"] = torch.tensor(count + 1.0, dtype=step_dtype(False))
+            else:
+                s["step"] = count + 1
+        momentum = any_nonzero(h["momentum"])
+        first = [momentum and "momentum_buffer" not in s for s in states]
+        for part in (True, False):
+            index = [i for i, f in enumerate(first) if f == part]
+            if not index:
+                continue
+            buffers = [None if part else states[i]["momentum_buffer"] for i in index] if momentum else [None] * len(index)
+            sgd.sgd([params[i] for i in index], [grads[i] for i in index], buffers, foreach=foreach, fused=fused,
+                    weight_decay=h["weight_decay"], momentum=h["momentum"], lr=h["lr"], dampening=h["dampening"],
+                    nesterov=h["nesterov"], **flags)
+            if momentum:
+                for i, b in zip(index, buffers):
+                    states[i]["momentum_buffer"] = b
+        return
+    device_steps = bool(fused) or capturable
+    steps = []
+    for p, s in zip(params, states):
+        count = s["step"]
+        if not isinstance(count, Tensor) or (device_steps and count.device != p.device):
+            s["step"] = torch.as_tensor(float(count), dtype=step_dtype(bool(fused)),
+                                        device=p.device if device_steps else "cpu").clone()
+        steps.append(s["step"])
+    column: Callable[[str], list[Tensor]] = lambda key: [s[key] for s in states if key in s]  # noqa: E731
+    if name in ("adam", "adamw"):
+        adam.adam(params, grads, column("m"), column("v"), column("v_max"), steps, foreach=foreach,
+                  capturable=capturable, fused=fused, decoupled_weight_decay=rule.decoupled, amsgrad=rule.amsgrad,
+                  beta1=h["beta1"], beta2=h["beta2"], lr=h["lr"], weight_decay=h["weight_decay"], eps=h["eps"], **flags)
+    elif name == "adagrad":
+        adagrad.adagrad(params, grads, column("G"), steps, fused=fused, foreach=foreach, lr=h["lr"],
+                        weight_decay=h["weight_decay"], lr_decay=h["lr_decay"], eps=h["eps"], **flags)
+    elif name == "rmsprop":
+        rmsprop.rmsprop(params, grads, column("G"), column("g_avg"), column("b"), steps, foreach=foreach,
+                        capturable=capturable, lr=h["lr"], alpha=h["alpha"], eps=h["eps"],
+                        weight_decay=h["weight_decay"], momentum=h["momentum"], centered=h["centered"], **flags)
+    elif name == "adadelta":
+        adadelta.adadelta(params, grads, column("Eg2"), column("Edx2"), steps, capturable=capturable, foreach=foreach,
+                          lr=h["lr"], rho=h["rho"], eps=h["eps"], weight_decay=h["weight_decay"], **flags)
+    elif name == "nadam":
+        nadam.nadam(params, grads, column("m"), column("v"), column("mu_product"), steps, foreach=foreach,
+                    capturable=capturable, beta1=h["beta1"], beta2=h["beta2"], lr=h["lr"],
+                    weight_decay=h["weight_decay"], momentum_decay=h["momentum_decay"], eps=h["eps"], **flags)
+    else:  # pragma: no cover - STATE_NAMES and this dispatch list the same eight
+        raise KeyError(name)
