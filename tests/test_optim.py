@@ -450,15 +450,15 @@ def test_torch_keywords_match_torch(name, flag):
 
 
 def _execution_choices(name):
-    choices = [{}, {"foreach": False}, {"foreach": True}]
+    choices = [{"foreach": True}]
     return choices + ([{"fused": True}] if name in torch_kernels.FUSED else [])
 
 
 @pytest.mark.parametrize("name", list(TORCH_CLASS))
 def test_pytorch_convention_runs_torch_kernels_bitwise(name):
-    """convention="pytorch" hands the group to torch.optim's own kernels (optarena.torch_kernels):
-    for each execution choice (default, for-loop, foreach, fused), the same bits as torch.optim
-    with that choice, float32, many shapes, weight decay on, maximize on, an LR scheduler."""
+    """convention="pytorch" with foreach=True / fused=True hands the group to torch.optim's own
+    kernels (optarena.torch_kernels): the same bits as torch.optim with that choice, float32, many
+    shapes, weight decay on, maximize on, an LR scheduler."""
     options = {"sgd": {"momentum": 0.9, "dampening": 0.1, "nesterov": False}, "momentum": {"momentum": 0.9, "nesterov": True},
                "adam": {"amsgrad": True}, "rmsprop": {"momentum": 0.5, "centered": True}}.get(name, {})
     options = {**options, "weight_decay": 0.01, "maximize": True}

@@ -437,11 +437,17 @@ def _results(trials, curve, curve_steps, traces, diverged_at, problem) -> list[R
     return results
 
 
-def run_sequential(problem: Problem, trials: Sequence[Trial], device: str | torch.device = "cpu") -> list[RunResult]:
+def run_sequential(problem: Problem, trials: Sequence[Trial], device: str | torch.device = "cpu",
+                   make_optimizer: Callable[[Trial, list[Tensor]], torch.optim.Optimizer] | None = None,
+                   check_every_step: bool = True) -> list[RunResult]:
     """The plain loop users write: one trial after another with ``optarena.optim`` (and
     ``LambdaLR`` for a schedule, ``clip_grad_norm_`` for clipping).
 
     The reference the engine is tested against, and a baseline of benchmarks/sweep_throughput.py.
+    ``make_optimizer(trial, params)`` replaces ``optarena.optim`` (e.g. by torch.optim's fastest
+    implementation); ``check_every_step=False`` drops the per-step host sync of the divergence
+    check (``loss.item()``): divergence is then detected at the evaluation points only, as a
+    competent user's loop would, and such a run stops there.
     """
     results = []
     for t in trials:
@@ -451,7 +457,8 @@ def run_sequential(problem: Problem, trials: Sequence[Trial], device: str | torc
         # on the matrix shape); the problem gets them with a run dimension of 1.
         leaves = {k: v[0].to(device).detach().requires_grad_(True) for k, v in problem.init_params(seed).items()}
         extra = {"buffers": problem.init_buffers(seed)} if hasattr(problem, "init_buffers") else {}
-        opt = optim.create(t.optimizer, leaves.values(), t.convention, **t.hparams)
+        opt = (optim.create(t.optimizer, leaves.values(), t.convention, **t.hparams) if make_optimizer is None
+               else make_optimizer(t, list(leaves.values())))
 
         def as_runs() -> dict[str, torch.Tensor]:
             return {k: v.unsqueeze(0) for k, v in leaves.items()}
@@ -463,11 +470,16 @@ def run_sequential(problem: Problem, trials: Sequence[Trial], device: str | torc
 
         def evaluate(step):
             with torch.no_grad():
-                opt.eval()  # a no-op but for rules with an evaluation point (Schedule-Free)
+                if hasattr(opt, "eval"):
+                    opt.eval()  # a no-op but for rules with an evaluation point (Schedule-Free)
                 curve["step"].append(float(step))
                 for k, v in problem.evaluate(as_runs(), **extra).items():
                     curve[k].append(float(v[0]))
-                opt.train()
+                if hasattr(opt, "train"):
+                    opt.train()
+
+        def bad(value: float) -> bool:
+            return not (math.isfinite(value) and value <= problem.loss_bound)
 
         evaluate(0)
         status, diverged = "done", None
@@ -477,8 +489,7 @@ def run_sequential(problem: Problem, trials: Sequence[Trial], device: str | torc
                 batch = tuple(b.to(device).unsqueeze(0) for b in batch)
             opt.zero_grad()
             loss = problem.loss(as_runs(), batch, **extra).sum()
-            value = loss.item()
-            if not (math.isfinite(value) and value <= problem.loss_bound):
+            if check_every_step and bad(loss.item()):
                 status, diverged = "diverged", step + 1
                 break
             loss.backward()
@@ -489,6 +500,9 @@ def run_sequential(problem: Problem, trials: Sequence[Trial], device: str | torc
                 scheduler.step()
             if step + 1 in points:
                 evaluate(step + 1)
+                if not check_every_step and any(bad(v[-1]) for k, v in curve.items() if "loss" in k):
+                    status, diverged = "diverged", step + 1
+                    break
         final = {k: v[-1] for k, v in curve.items() if k != "step"}
         if status == "diverged":
             final = _final_for_diverged(final)

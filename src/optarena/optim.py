@@ -6,10 +6,9 @@ sparse gradients, ``eval()`` / ``train()`` for rules with an evaluation point); 
 optimizer, with torch-style signatures. Hyperparameters left as ``None`` take the chosen
 convention's defaults.
 
-Under convention="pytorch", the eight optimizers torch.optim has run on torch.optim's own kernels
-(`optarena.torch_kernels`): ``foreach`` and ``fused`` then choose among them exactly as in
-torch.optim, with torch.optim's speed and bits. The other conventions, and the contenders, run
-their rule (``optarena.rules``).
+Under convention="pytorch", ``foreach=True`` and ``fused=True`` run the eight optimizers torch.optim
+has on torch.optim's own kernels (`optarena.torch_kernels`), with its speed and bits; the default
+runs the rule (``optarena.rules``), the engine's numbers bit for bit.
 
 As torch.optim, every class takes ``maximize`` (the gradient negated), ``foreach`` (``None``, the
 default: the small tensors of a group go through the rule as one flat tensor, same numbers as one

@@ -2,11 +2,13 @@
 
 That convention is torch.optim's formula by definition (its rules in `optarena.rules` are proven
 equal to torch.optim in tests/test_optim.py and tests/test_oracles.py), so for the eight optimizers
-torch has, a drop-in group under it hands its tensors to torch.optim's functional API
-(``torch.optim.adam.adam``, ``torch.optim.sgd.sgd``, ...) with the group's ``foreach`` / ``fused``
-choice: the kernels torch.optim would run (for-loop, foreach or fused), so the same speed and the
-same numbers as ``torch.optim.<Same>(..., foreach=, fused=)``. The rule stays the definition, the
-engine's code and the oracle; this module only maps names: ours to torch's, one table.
+torch has, a drop-in group under it with ``foreach=True`` or ``fused=True`` hands its tensors to
+torch.optim's functional API (``torch.optim.adam.adam``, ``torch.optim.sgd.sgd``, ...): the kernels
+torch.optim would run with that choice, so the same speed and the same bits as
+``torch.optim.<Same>(..., foreach=True)`` / ``(..., fused=True)``. The default (``None``) runs the
+rule itself, eagerly (torch.optim's CPU default is its for-loop too): the numbers of the engine,
+bit for bit, which tests/test_engine.py checks. The rule stays the definition, the engine's code
+and the oracle; this module only maps names: ours to torch's, one table.
 
 Not handed over (the rule's own path runs instead): sparse gradients, per-run tensor
 hyperparameters, a non-zero ``decoupled_weight_decay`` (optarena's extra, torch has none), and
@@ -45,7 +47,7 @@ def handles(name: str, rule: Rule, group: dict, grads: list[Tensor]) -> bool:
     """Whether this pytorch-convention group goes to torch.optim's kernels (see the module docstring)."""
     if group.get("convention") != "pytorch" or name not in STATE_NAMES:
         return False
-    if group.get("fused") and name not in FUSED:
+    if not (group.get("foreach") or group.get("fused")) or (group.get("fused") and name not in FUSED):
         return False
     hparams = rule.hparams()
     if any(isinstance(v, Tensor) for v in hparams.values()) or any_nonzero(hparams.get("decoupled_weight_decay", 0.0)):
