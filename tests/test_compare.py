@@ -70,7 +70,7 @@ def test_compare_end_to_end(tmp_path):
     assert saved["recommendation"] == c.best
     assert all(ROW_KEYS <= set(r) for r in saved["rows"])
     page = html_path.read_text()
-    for text in ("Recommendation", "Learning-rate sensitivity", "Held-out loss during training", "<table class='compare'>"):
+    for text in ("Recommendation", "Learning-rate sensitivity", "Held-out loss during training", "<table class=\"compare\">"):
         assert text in page
     assert page.count("data:image/png;base64,") == 5  # tuned vs default, loss and training loss against steps, loss against time, lr
 
@@ -234,7 +234,7 @@ def test_a_model_that_raises_at_run_time_is_counted_failed(tmp_path):
     assert c.failed_runs()[0]["error"] == "RuntimeError: the user's model broke"
     c.report(tmp_path)
     page = (tmp_path / "report.html").read_text()
-    assert "Failed runs (8)" in page and "the user&#x27;s model broke" in page
+    assert "Failed runs (8)" in page and "the user&#39;s model broke" in page
     assert json.loads((tmp_path / "comparison.json").read_text())["recommendation"] is None
 
 

@@ -177,7 +177,7 @@ def test_every_run_failing_exits_1_with_the_first_real_error(tmp_path, capsys, m
                                for s in (1, 2)]
         return compare.Comparison(result, {"name": problem.name})
 
-    monkeypatch.setattr(compare, "run_comparison", all_failed)
+    monkeypatch.setattr(compare.cli, "run_comparison", all_failed)  # where main() looks it up
     path = write(tmp_path, GOOD)
     code = cli_main(["compare", *fast(path, tmp_path / "out")])
     err = capsys.readouterr().err.strip()
