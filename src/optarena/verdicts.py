@@ -92,9 +92,9 @@ def run_claims(
     verdicts = []
     for m in modules:
         try:
-            verdicts.append(preregistered(m, m.verdict(results)))
+            verdicts.append(m.verdict(results))  # made by m.CLAIM, so it carries the pre-registration data
         except Exception:  # a broken verdict must not hide the other eleven; it is reported as such
-            verdicts.append(_failed_verdict(m, traceback.format_exc()))
+            verdicts.append(m.CLAIM.failed(traceback.format_exc()))
     n_runs = len({k for r in results.values() for k in r.run_keys()})
     meta = {
         "mode": "quick" if quick else "full",
@@ -114,35 +114,8 @@ def run_claims(
 
 def quick_mode_note(modules, quick: bool) -> str:
     """Which claims quick mode's designs cannot decide, and why ("" in full mode or when none)."""
-    undecidable = {m.ID: m.QUICK_CANNOT_DECIDE for m in modules if quick and hasattr(m, "QUICK_CANNOT_DECIDE")}
+    undecidable = {m.ID: m.CLAIM.quick_cannot_decide for m in modules if quick and m.CLAIM.quick_cannot_decide}
     return "; ".join(f"{i}: {why}" for i, why in undecidable.items()) + " (run --full)" if undecidable else ""
-
-
-def preregistered(module, v: Verdict) -> Verdict:
-    """`v` with its module's pre-registration data: the margin (``MARGIN``), ``REVISIONS`` and
-    ``KIND`` ("mechanism check" for checks correct code passes by construction)."""
-    if v.margin is None and isinstance(getattr(module, "MARGIN", None), (int, float)):
-        v.margin = float(module.MARGIN)
-    v.revisions = v.revisions or [dict(r) for r in getattr(module, "REVISIONS", [])]
-    v.kind = getattr(module, "KIND", v.kind)
-    return v
-
-
-def _failed_verdict(module, error: str) -> Verdict:
-    return Verdict(
-        id=module.ID,
-        claim_zh=module.TEXT_ZH,
-        claim_en=module.TEXT_EN,
-        verdict="inconclusive",
-        effect=float("nan"),
-        ci95=(float("nan"), float("nan")),
-        problems=[],
-        budget=0,
-        seeds=0,
-        rule=module.RULE,
-        summary="The verdict could not be computed: " + error.strip().splitlines()[-1],
-        details={"error": error},
-    )
 
 
 def write_outputs(verdicts: list[Verdict], meta: dict, out_dir: str | Path) -> Path:

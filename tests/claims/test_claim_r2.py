@@ -161,10 +161,9 @@ def test_tiny_run_through_engine_and_store():
 
 
 def test_the_revision_and_margin_travel_with_the_verdict_into_json_and_report(tmp_path):
-    from optarena.verdicts import preregistered
     from optarena.report import write_report
 
-    v = preregistered(r2, r2.verdict(results(quality(0.85), quality(0.9))))
+    v = r2.verdict(results(quality(0.85), quality(0.9)))
     record = v.as_json()
     assert record["margin"] == r2.MARGIN and record["revisions"] == r2.REVISIONS
     assert {"date", "change", "seen"} == set(record["revisions"][0])
@@ -174,13 +173,12 @@ def test_the_revision_and_margin_travel_with_the_verdict_into_json_and_report(tm
 
 def test_mechanism_checks_are_labelled_in_json_and_report(tmp_path):
     from optarena import claims
-    from optarena.verdicts import preregistered
     from optarena.report import write_report
 
     kinds = {m.ID: getattr(m, "KIND", "claim test") for m in claims.load()}
     assert {i for i, k in kinds.items() if k == "mechanism check"} == {"M1", "M2", "M3", "M4"}
     m2 = claims.load(["M2"])[0]
-    v = preregistered(m2, m2.verdict({}))
+    v = m2.verdict({})
     assert v.as_json()["kind"] == "mechanism check"
     assert "Mechanism check:" in write_report([v], tmp_path).read_text()
     assert "READING" in dir(claims.load(["M3"])[0]) and "re-adapting" in claims.load(["M3"])[0].RULE

@@ -7,6 +7,9 @@ A claim module (``r1_sgd_tuning.py`` ... ``m4_bias_correction.py``) defines:
   every later change of it, as {"date", "change", "seen"} records, printed beside the verdict;
   ``KIND`` (optional, "mechanism check"); ``QUICK_CANNOT_DECIDE`` (optional): why quick mode's
   design cannot reach a verdict (shown at the top of the report),
+- ``CLAIM``: a `Claim` built from the constants above; every verdict of the module is made by it
+  (``CLAIM.verdict(...)``, ``CLAIM.inconclusive(...)``), so the pre-registration data travels with
+  each verdict,
 - ``design(quick: bool) -> list[optarena.study.Study]``: the runs it needs,
 - ``verdict(results: dict[str, optarena.study.StudyResult]) -> Verdict``: numbers in, verdict out;
   keyed by ``Study.name``. It must also accept results with fewer seeds or problems than designed
@@ -28,9 +31,12 @@ from typing import Any
 from optarena.plots import Plot, Series  # noqa: F401  (figure data lives in optarena.plots)
 
 VERDICTS = ("supported", "contradicted", "inconclusive")
+KINDS = ("claim test", "mechanism check")
 REVISION_FIELDS = ("date", "change", "seen")
 """A claim module's ``REVISIONS``: each change of its rule after the first, with the date, what
 changed and which result had been seen when it changed (pre-registration that can be checked)."""
+
+NAN = float("nan")
 
 
 def mode(quick: bool) -> str:
@@ -72,9 +78,7 @@ class Verdict:
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
             raise ValueError(f"verdict must be one of {VERDICTS}, got {self.verdict!r}")
-        for r in self.revisions:
-            if set(r) != set(REVISION_FIELDS):
-                raise ValueError(f"a revision has the fields {REVISION_FIELDS}, got {sorted(r)}")
+        _check_revisions(self.revisions)
 
     def as_json(self) -> dict[str, Any]:
         """The verdicts.json record (plots left out; they live in the HTML report)."""
@@ -102,3 +106,88 @@ class Verdict:
         d = self.as_json()
         d["plots"] = [asdict(p) for p in self.plots]
         return d
+
+
+def _check_revisions(revisions) -> None:
+    for r in revisions:
+        if set(r) != set(REVISION_FIELDS):
+            raise ValueError(f"a revision has the fields {REVISION_FIELDS}, got {sorted(r)}")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What identifies a claim and was fixed before its results: the article's words, the rule, the
+    margin, the rule's revisions and the kind. Its verdicts are made here (`verdict`, `inconclusive`,
+    `failed`) so that every one carries the same pre-registration data, filled in one place."""
+
+    id: str
+    text_zh: str
+    text_en: str
+    rule: str
+    effect_name: str = ""
+    margin: float | None = None
+    kind: str = "claim test"
+    revisions: tuple[dict[str, str], ...] = ()
+    quick_cannot_decide: str = ""
+    """Why quick mode's design cannot reach a verdict ("" when it can)."""
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+        _check_revisions(self.revisions)
+        object.__setattr__(self, "revisions", tuple(dict(r) for r in self.revisions))
+        if self.margin is not None:
+            object.__setattr__(self, "margin", float(self.margin))
+
+    def verdict(self, outcome: str, effect: float, ci95, *, problems, budget: int, seeds: int,
+                summary: str = "", details: dict[str, Any] | None = None, plots=None, run_keys=None,
+                effect_name: str | None = None, margin: float | None = None) -> Verdict:
+        """The verdict `outcome` with its numbers (effect and interval as floats, lists copied) and
+        the claim's words, rule, margin, revisions and kind; `effect_name` or `margin`, when given,
+        replace the claim's (a module whose margin or measure is computed)."""
+        return Verdict(
+            id=self.id,
+            claim_zh=self.text_zh,
+            claim_en=self.text_en,
+            verdict=outcome,
+            effect=float(effect),
+            ci95=(float(ci95[0]), float(ci95[1])),
+            problems=list(problems),
+            budget=budget,
+            seeds=seeds,
+            rule=self.rule,
+            effect_name=self.effect_name if effect_name is None else effect_name,
+            summary=summary,
+            details=dict(details or {}),
+            plots=list(plots or []),
+            run_keys=list(run_keys or []),
+            margin=self.margin if margin is None else float(margin),
+            revisions=[dict(r) for r in self.revisions],
+            kind=self.kind,
+        )
+
+    def inconclusive(self, summary: str, *, problems=(), budget: int = 0, seeds: int = 0,
+                     details: dict[str, Any] | None = None, run_keys=None, plots=None) -> Verdict:
+        """"inconclusive" without an effect (NaN, interval (NaN, NaN)): the results lack what the
+        rule needs, and `summary` says what."""
+        return self.verdict("inconclusive", NAN, (NAN, NAN), problems=problems, budget=budget, seeds=seeds,
+                            summary=summary, details=details, plots=plots, run_keys=run_keys)
+
+    def failed(self, error: str) -> Verdict:
+        """The verdict of a claim whose verdict function raised: "inconclusive", the last line of the
+        traceback `error` as the summary and all of it in the details, so that one broken claim does
+        not hide the others. Like before this refactor it carries no margin, revisions or kind."""
+        return Verdict(
+            id=self.id,
+            claim_zh=self.text_zh,
+            claim_en=self.text_en,
+            verdict="inconclusive",
+            effect=NAN,
+            ci95=(NAN, NAN),
+            problems=[],
+            budget=0,
+            seeds=0,
+            rule=self.rule,
+            summary="The verdict could not be computed: " + error.strip().splitlines()[-1],
+            details={"error": error},
+        )

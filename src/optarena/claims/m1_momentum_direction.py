@@ -26,7 +26,7 @@ import numpy as np
 
 from optarena import problems, stats
 from optarena.claims import trajectories
-from optarena.claims.base import Verdict, mode
+from optarena.claims.base import Claim, Verdict, mode
 from optarena.claims.measures import finite_mean
 from optarena.plots import Plot, Series
 from optarena.study import Study, StudyKey, StudyResult, Sweep
@@ -73,6 +73,10 @@ REVISIONS = [{
     "seen": "quick mode inconclusive, effect 0.0125 [-0.045, 0.078] over both regimes mixed; the claims "
             "review's full-mode table per regime (zig-zag +0.043 [+0.016, +0.073], smooth -0.061)",
 }]
+CLAIM = Claim(
+    ID, TEXT_ZH, TEXT_EN, RULE, kind=KIND, revisions=REVISIONS,
+    effect_name="(SGD - Momentum) reversals per visible step across the valley, zig-zag regime; > 0: momentum reverses less",
+)
 
 
 def closed_form_reversals(lr: float, beta: float = BETA, curvature: float = 100.0, ema: bool = True) -> float:
@@ -191,9 +195,9 @@ def _find(results: dict[str, StudyResult]) -> tuple[str | None, StudyResult | No
 
 
 def _empty(reason: str, results) -> Verdict:
-    return Verdict(ID, TEXT_ZH, TEXT_EN, "inconclusive", math.nan, (math.nan, math.nan), [PROBLEM], 0, 0, RULE,
-                   effect_name="(SGD - Momentum) sign changes per step along the steep axis",
-                   summary=reason, plots=trajectories.plots(results), run_keys=trajectories.run_keys(results))
+    return CLAIM.verdict("inconclusive", math.nan, (math.nan, math.nan), problems=[PROBLEM], budget=0, seeds=0,
+                         effect_name="(SGD - Momentum) sign changes per step along the steep axis",
+                         summary=reason, plots=trajectories.plots(results), run_keys=trajectories.run_keys(results))
 
 
 def verdict(results: dict[str, StudyResult]) -> Verdict:
@@ -280,18 +284,13 @@ def verdict(results: dict[str, StudyResult]) -> Verdict:
         summary = "No pair of finished SGD and Momentum runs at equal learning rates."
 
     plots = _plots(result, runs, rate, lrs, seeds, steep, sorted(lrs + smooth_lrs)) + trajectories.plots(results)
-    return Verdict(
-        id=ID,
-        claim_zh=TEXT_ZH,
-        claim_en=TEXT_EN,
-        verdict=outcome,
-        effect=float(effect),
-        ci95=(float(lo), float(hi)),
+    return CLAIM.verdict(
+        outcome,
+        effect,
+        (lo, hi),
         problems=[PROBLEM],
         budget=0,
         seeds=len(seeds),
-        rule=RULE,
-        effect_name="(SGD - Momentum) reversals per visible step across the valley, zig-zag regime; > 0: momentum reverses less",
         summary=summary,
         details={
             "kind": KIND,

@@ -13,8 +13,7 @@ import math
 import numpy as np
 
 from optarena import stats
-from optarena.claims.base import Verdict
-from optarena.claims.base import mode
+from optarena.claims.base import Claim, Verdict, mode
 from optarena.plots import Plot, Series
 from optarena.study import Study, StudyKey, StudyResult, Sweep, by_kind
 from optarena.claims.measures import band, effective_steps, finite_mean, log_points
@@ -54,6 +53,10 @@ RULE = (
     "with its interval below 0, and the effect's interval lies below 0 (AdaGrad's shrinks more than "
     "RMSprop's). Contradicted if AdaGrad's shrink interval lies above -0.1 (no real shrinking) or the "
     f"effect's interval lies above 0. Otherwise, or with fewer than {MIN_PAIRS} pairs, inconclusive."
+)
+CLAIM = Claim(
+    ID, TEXT_ZH, TEXT_EN, RULE, kind=KIND,
+    effect_name="shrink(AdaGrad) - shrink(RMSprop), decades of effective step size from the first to the last 10% of steps",
 )
 
 
@@ -127,18 +130,10 @@ def found(results: dict[StudyKey, StudyResult], id_: str = ID) -> dict[str, Stud
     return by_kind(results, id_)
 
 
-def _verdict(outcome, effect, ci, problems, seeds, summary, details=None, plots=None, keys=None) -> Verdict:
-    return Verdict(
-        ID, TEXT_ZH, TEXT_EN, outcome, float(effect), (float(ci[0]), float(ci[1])), problems, 0, seeds, RULE,
-        effect_name="shrink(AdaGrad) - shrink(RMSprop), decades of effective step size from the first to the last 10% of steps",
-        summary=summary, details=details or {}, plots=plots or [], run_keys=keys or [],
-    )
-
-
 def verdict(results: dict[str, StudyResult]) -> Verdict:
     mine = found(results)
     if not mine:
-        return _verdict("inconclusive", math.nan, (math.nan, math.nan), [], 0, "No M2 runs in the results.")
+        return CLAIM.inconclusive("No M2 runs in the results.")
     values: dict[tuple[str, str, float, int], float] = {}
     slopes: dict[tuple[str, str, float, int], float] = {}
     for problem, result in mine.items():
@@ -153,9 +148,9 @@ def verdict(results: dict[str, StudyResult]) -> Verdict:
             ada.append(v), rms.append(w)
     seeds = len({k[3] for k in values})
     if not ada:
-        return _verdict("inconclusive", math.nan, (math.nan, math.nan), sorted(mine), seeds,
-                        "No finished AdaGrad/RMSprop pair with a measurable effective step.",
-                        keys=sorted({k for r in mine.values() for k in r.run_keys()}))
+        return CLAIM.inconclusive("No finished AdaGrad/RMSprop pair with a measurable effective step.",
+                                  problems=sorted(mine), seeds=seeds,
+                                  run_keys=sorted({k for r in mine.values() for k in r.run_keys()}))
     ada_mean, ada_lo, ada_hi = stats.mean_ci(ada)
     rms_mean, rms_lo, rms_hi = stats.mean_ci(rms)
     diff = stats.paired_difference(ada, rms)
@@ -186,8 +181,9 @@ def verdict(results: dict[str, StudyResult]) -> Verdict:
         "window": WINDOW,
     }
     keys = sorted({k for r in mine.values() for k in r.run_keys()})
-    return _verdict(outcome, diff["mean"], diff["ci95"], sorted(mine), seeds, summary, details,
-                    [_effective_step_plot(p, r) for p, r in sorted(mine.items())], keys)
+    return CLAIM.verdict(outcome, diff["mean"], diff["ci95"], problems=sorted(mine), budget=0, seeds=seeds,
+                         summary=summary, details=details,
+                         plots=[_effective_step_plot(p, r) for p, r in sorted(mine.items())], run_keys=keys)
 
 
 def _effective_step_plot(problem: str, result: StudyResult) -> Plot:

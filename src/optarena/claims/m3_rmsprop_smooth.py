@@ -14,8 +14,7 @@ import math
 import numpy as np
 
 from optarena import problems, stats
-from optarena.claims.base import Verdict
-from optarena.claims.base import mode
+from optarena.claims.base import Claim, Verdict, mode
 from optarena.plots import Plot, Series
 from optarena.claims.measures import band, effective_steps, finite_mean
 from optarena.rules import defaults
@@ -57,6 +56,10 @@ RULE = (
     f"or with fewer than {MIN_PAIRS} pairs, inconclusive. Reported beside it, not deciding: the per-step "
     "jitter std(diff log10 effective step) over the run, the largest update after the shift relative to "
     "before, and the loss. " + READING
+)
+CLAIM = Claim(
+    ID, TEXT_ZH, TEXT_EN, RULE, margin=MARGIN, kind=KIND,
+    effect_name="re-adaptation error after a x100 gradient-scale change, AdaGrad - RMSprop (decades; > 0: RMSprop re-adapts better)",
 )
 
 
@@ -136,18 +139,10 @@ def decide(ci: tuple[float, float], n_pairs: int) -> str:
 # -- verdict -----------------------------------------------------------------------------------------
 
 
-def _verdict(outcome, effect, ci, seeds, summary, details=None, plots=None, keys=None) -> Verdict:
-    return Verdict(
-        ID, TEXT_ZH, TEXT_EN, outcome, float(effect), (float(ci[0]), float(ci[1])), [PROBLEM], 0, seeds, RULE,
-        effect_name="re-adaptation error after a x100 gradient-scale change, AdaGrad - RMSprop (decades; > 0: RMSprop re-adapts better)",
-        summary=summary, details=details or {}, plots=plots or [], run_keys=keys or [],
-    )
-
-
 def verdict(results: dict[str, StudyResult]) -> Verdict:
     result = by_kind(results, ID).get(PROBLEM)
     if result is None or not result.runs:
-        return _verdict("inconclusive", math.nan, (math.nan, math.nan), 0, "No M3 runs in the results.")
+        return CLAIM.inconclusive("No M3 runs in the results.", problems=[PROBLEM])
     shift_step, factor = shift()
     error, ragged, jump, final = {}, {}, {}, {}
     for r in result.runs:
@@ -164,8 +159,8 @@ def verdict(results: dict[str, StudyResult]) -> Verdict:
     seeds = len({k[2] for k in error})
     keys = result.run_keys()
     if not ada:
-        return _verdict("inconclusive", math.nan, (math.nan, math.nan), seeds,
-                        "No finished AdaGrad/RMSprop pair with a measurable effective step around the shift.", keys=keys)
+        return CLAIM.inconclusive("No finished AdaGrad/RMSprop pair with a measurable effective step around the shift.",
+                                  problems=[PROBLEM], seeds=seeds, run_keys=keys)
     diff = stats.paired_difference(ada, rms)
     outcome = decide(diff["ci95"], len(ada))
 
@@ -200,7 +195,8 @@ def verdict(results: dict[str, StudyResult]) -> Verdict:
         "per_optimizer": per_optimizer,
         "margin_decades": MARGIN,
     }
-    return _verdict(outcome, diff["mean"], diff["ci95"], seeds, summary, details, _plots(result, shift_step), keys)
+    return CLAIM.verdict(outcome, diff["mean"], diff["ci95"], problems=[PROBLEM], budget=0, seeds=seeds,
+                         summary=summary, details=details, plots=_plots(result, shift_step), run_keys=keys)
 
 
 def _plots(result: StudyResult, shift_step: int) -> list[Plot]:

@@ -15,8 +15,7 @@ import math
 import numpy as np
 
 from optarena import problems, stats
-from optarena.claims.base import Verdict
-from optarena.claims.base import mode
+from optarena.claims.base import Claim, Verdict, mode
 from optarena.plots import Plot, Series
 from optarena.rules import defaults
 from optarena.study import Study, StudyKey, StudyResult, Sweep, by_kind
@@ -47,6 +46,10 @@ RULE = (
     "in size); contradicted if the interval lies below log10(1.5) (no bias worth the name is removed, or the "
     f"correction adds one); otherwise, or with fewer than {MIN_PAIRS} pairs, inconclusive. Reported beside "
     "it, not deciding: the early loss (mean minibatch loss over the first 10 and 50 steps) with and without."
+)
+CLAIM = Claim(
+    ID, TEXT_ZH, TEXT_EN, RULE, kind=KIND,
+    effect_name="distortion of the first 10 steps' size from lr per coordinate, without minus with bias correction (decades)",
 )
 
 
@@ -114,18 +117,10 @@ def decide(ci: tuple[float, float], corrected_distortion: float, n_pairs: int) -
 # -- verdict -----------------------------------------------------------------------------------------
 
 
-def _verdict(outcome, effect, ci, problems_, seeds, summary, details=None, plots=None, keys=None) -> Verdict:
-    return Verdict(
-        ID, TEXT_ZH, TEXT_EN, outcome, float(effect), (float(ci[0]), float(ci[1])), problems_, 0, seeds, RULE,
-        effect_name="distortion of the first 10 steps' size from lr per coordinate, without minus with bias correction (decades)",
-        summary=summary, details=details or {}, plots=plots or [], run_keys=keys or [],
-    )
-
-
 def verdict(results: dict[str, StudyResult]) -> Verdict:
     mine = by_kind(results, ID)
     if not mine:
-        return _verdict("inconclusive", math.nan, (math.nan, math.nan), [], 0, "No M4 runs in the results.")
+        return CLAIM.inconclusive("No M4 runs in the results.")
     size, loss10, loss50 = {}, {}, {}
     dims = {}
     for problem, result in mine.items():
@@ -145,8 +140,8 @@ def verdict(results: dict[str, StudyResult]) -> Verdict:
     seeds = len({k[3] for k in size})
     keys = sorted({k for r in mine.values() for k in r.run_keys()})
     if not without:
-        return _verdict("inconclusive", math.nan, (math.nan, math.nan), sorted(mine), seeds,
-                        "No finished pair of runs with and without bias correction.", keys=keys)
+        return CLAIM.inconclusive("No finished pair of runs with and without bias correction.",
+                                  problems=sorted(mine), seeds=seeds, run_keys=keys)
     diff = stats.paired_difference(without, with_)
     corrected = float(np.mean(with_))
     outcome = decide(diff["ci95"], corrected, len(without))
@@ -187,7 +182,8 @@ def verdict(results: dict[str, StudyResult]) -> Verdict:
     plots = []
     for problem, result in sorted(mine.items()):
         plots.extend(_plots(problem, result, dims[problem]))
-    return _verdict(outcome, diff["mean"], diff["ci95"], sorted(mine), seeds, summary, details, plots, keys)
+    return CLAIM.verdict(outcome, diff["mean"], diff["ci95"], problems=sorted(mine), budget=0, seeds=seeds,
+                         summary=summary, details=details, plots=plots, run_keys=keys)
 
 
 def _plots(problem: str, result: StudyResult, n_params: int, shown: int = 50) -> list[Plot]:

@@ -19,7 +19,7 @@ import math
 import numpy as np
 
 from optarena.claims import suite
-from optarena.claims.base import Verdict
+from optarena.claims.base import Claim, Verdict
 from optarena.plots import Plot, Series
 from optarena.study import Study, StudyResult
 
@@ -52,6 +52,8 @@ REVISIONS = [{
             "problems (claims review)",
 }]
 EFFECT_NAME = "SGD's good-lr width minus the median of the others (decades; < 0: SGD narrower)"
+CLAIM = Claim(ID, TEXT_ZH, TEXT_EN, RULE, effect_name=EFFECT_NAME, margin=MARGIN, revisions=REVISIONS,
+              quick_cannot_decide=QUICK_CANNOT_DECIDE)
 
 
 def decide(effect: float, ci: tuple[float, float], n_problems: int, n_seeds: int = MIN_SEEDS) -> str:
@@ -129,10 +131,8 @@ def verdict(results: dict[str, StudyResult]) -> Verdict:
         + (f" Fewer than {MIN_PROBLEMS} problems: this run cannot decide." if len(problems) < MIN_PROBLEMS else "")
         if problems else "No tuned comparison results to measure learning-rate widths on."
     )
-    return Verdict(
-        id=ID, claim_zh=TEXT_ZH, claim_en=TEXT_EN, verdict=outcome, effect=effect, ci95=(float(ci[0]), float(ci[1])),
-        problems=problems, budget=budget, seeds=seeds, rule=RULE,
-        effect_name=EFFECT_NAME, summary=summary,
+    return CLAIM.verdict(
+        outcome, effect, ci, problems=problems, budget=budget, seeds=seeds, summary=summary,
         details={"margin": MARGIN, "reference": "the best loss of any optimizer on the problem and seed",
                  "interval": "hierarchical bootstrap: problems, then tuning seeds within problems",
                  "per_problem": per_problem},

@@ -17,8 +17,7 @@ import math
 import numpy as np
 
 from optarena import stats
-from optarena.claims.base import Verdict
-from optarena.claims.base import mode
+from optarena.claims.base import Claim, Verdict, mode
 from optarena.plots import Plot, Series
 from optarena.study import Study, StudyKey, StudyResult, Sweep, by_kind
 from optarena.trial import RunResult, Trial
@@ -79,6 +78,10 @@ RULE = (
     "equivalent; contradicted if more than half are outside; inconclusive otherwise or with fewer than 2 "
     "problems or 3 seeds. Effect = the gap averaged over problems. PyTorch's heavy ball (full mode) is "
     "reported beside it, not deciding."
+)
+CLAIM = Claim(
+    ID, TEXT_ZH, TEXT_EN, RULE, margin=MARGIN, revisions=REVISIONS,
+    effect_name="log(best loss with momentum in [0.8, 0.9]) - log(best loss over all momenta), mean over problems; 0: the range holds the best",
 )
 
 
@@ -223,9 +226,9 @@ def verdict(results: dict[str, StudyResult]) -> Verdict:
     keys = sorted({k for r in (*mine.values(), *heavy.values()) for k in r.run_keys()})
     budget = max((len({float(x.trial.hparams["lr"]) for x in r.runs}) for r in mine.values()), default=0)
     if not mine:
-        return Verdict(ID, TEXT_ZH, TEXT_EN, "inconclusive", math.nan, (math.nan, math.nan), [], 0, 0, RULE,
-                       effect_name="log loss gap of the best momentum in [0.8, 0.9] to the best momentum",
-                       summary="No R2 runs in the results.", run_keys=keys)
+        return CLAIM.verdict("inconclusive", math.nan, (math.nan, math.nan), problems=[], budget=0, seeds=0,
+                             effect_name="log loss gap of the best momentum in [0.8, 0.9] to the best momentum",
+                             summary="No R2 runs in the results.", run_keys=keys)
     analyses = {p: analyse(r) for p, r in sorted(mine.items())}
     classes = [a["class"] for a in analyses.values()]
     n_seeds = min(a["seeds"] for a in analyses.values())
@@ -260,10 +263,8 @@ def verdict(results: dict[str, StudyResult]) -> Verdict:
         "range": list(IN_RANGE),
         "margin": MARGIN,
     }
-    return Verdict(
-        id=ID, claim_zh=TEXT_ZH, claim_en=TEXT_EN, verdict=outcome, effect=effect, ci95=(float(ci[0]), float(ci[1])),
-        problems=sorted(mine), budget=budget, seeds=n_seeds, rule=RULE,
-        effect_name="log(best loss with momentum in [0.8, 0.9]) - log(best loss over all momenta), mean over problems; 0: the range holds the best",
+    return CLAIM.verdict(
+        outcome, effect, ci, problems=sorted(mine), budget=budget, seeds=n_seeds,
         summary=summary, details=details, plots=_plots(analyses, heavy_details), run_keys=keys,
     )
 

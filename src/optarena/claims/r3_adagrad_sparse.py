@@ -15,8 +15,7 @@ import math
 import numpy as np
 
 from optarena import stats
-from optarena.claims.base import Verdict
-from optarena.claims.base import find_study, mode
+from optarena.claims.base import Claim, Verdict, find_study, mode
 from optarena.plots import Plot, Series
 from optarena.study import Setup, Study, StudyKey, StudyResult, TunedStudy, objective
 
@@ -54,6 +53,10 @@ RULE = (
     "Adam lies below 0.02. Otherwise, or with fewer than 3 seeds, inconclusive. Adam's rare-weight error is "
     "reported beside it, not deciding (Adam adapts per coordinate too). Effect = rare-weight error of SGD "
     "minus AdaGrad (> 0: AdaGrad learns the rare weights better)."
+)
+CLAIM = Claim(
+    ID, TEXT_ZH, TEXT_EN, RULE, revisions=REVISIONS,
+    effect_name="rare-feature weight error, SGD - AdaGrad (paired over seeds; > 0: AdaGrad better)",
 )
 
 
@@ -101,12 +104,9 @@ def _metric(runs, key: str) -> dict[int, float]:
 
 def verdict(results: dict[str, StudyResult]) -> Verdict:
     result = find_study(results, (name(False), name(True)))
-    base = dict(id=ID, claim_zh=TEXT_ZH, claim_en=TEXT_EN, problems=[PROBLEM], rule=RULE,
-                effect_name="rare-feature weight error, SGD - AdaGrad (paired over seeds; > 0: AdaGrad better)")
     if result is None or not all(result.tuned.get(o) for o in OPTIMIZERS):
-        return Verdict(verdict="inconclusive", effect=math.nan, ci95=(math.nan, math.nan), budget=0, seeds=0,
-                       summary="No complete R3 study in the results.",
-                       run_keys=result.run_keys() if result else [], **base)
+        return CLAIM.inconclusive("No complete R3 study in the results.", problems=[PROBLEM],
+                                  run_keys=result.run_keys() if result else [])
     budget = result.study.budget
     rare = {o: _metric(result.tuned[o], "rare_weight_error") for o in OPTIMIZERS}
     loss = {o: _metric(result.tuned[o], "val_loss") for o in OPTIMIZERS}
@@ -156,9 +156,8 @@ def verdict(results: dict[str, StudyResult]) -> Verdict:
         "seeds_used": finite,
         "seeds_dropped_nonfinite": sorted(set(seeds) - set(finite)),
     }
-    return Verdict(verdict=outcome, effect=float(effect["mean"]), ci95=(float(effect["ci95"][0]), float(effect["ci95"][1])),
-                   budget=budget, seeds=len(finite), summary=summary, details=details,
-                   plots=_plots(result, summary_rows), run_keys=result.run_keys(), **base)
+    return CLAIM.verdict(outcome, effect["mean"], effect["ci95"], problems=[PROBLEM], budget=budget, seeds=len(finite),
+                         summary=summary, details=details, plots=_plots(result, summary_rows), run_keys=result.run_keys())
 
 
 def _reductions(result: StudyResult) -> dict[str, float]:

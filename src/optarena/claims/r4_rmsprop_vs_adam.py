@@ -15,7 +15,7 @@ import math
 import numpy as np
 
 from optarena.claims import suite
-from optarena.claims.base import Verdict
+from optarena.claims.base import Claim, Verdict
 from optarena.plots import Plot
 from optarena.study import Study, StudyResult
 
@@ -33,6 +33,7 @@ RULE = (
     "seeds. Effect: the largest per-problem RMSprop advantage, 100 (e^mean - 1) %, with its 95% interval."
 )
 EFFECT_NAME = "largest per-problem RMSprop advantage: L_adam / L_rmsprop - 1 in % (geometric mean over seeds; > 0: RMSprop better)"
+CLAIM = Claim(ID, TEXT_ZH, TEXT_EN, RULE, effect_name=EFFECT_NAME)
 
 
 def decide(intervals: list[tuple[float, float]], n_seeds: int) -> str:
@@ -83,10 +84,10 @@ def verdict(results: dict[str, StudyResult]) -> Verdict:
         f"{len(per_problem)}; Bonferroni-adjusted {confidence:.1%} interval {ci[0]:+.1f}% to {ci[1]:+.1f}%, {seeds} seeds)."
         if per_problem else "No tuned Adam / RMSprop reruns to compare."
     )
-    return Verdict(
-        id=ID, claim_zh=TEXT_ZH, claim_en=TEXT_EN, verdict=outcome, effect=effect, ci95=(float(ci[0]), float(ci[1])),
+    return CLAIM.verdict(
+        outcome, effect, ci,
         problems=list(per_problem), budget=max((r.study.budget for r in chosen.values()), default=0), seeds=seeds,
-        rule=RULE, effect_name=EFFECT_NAME, summary=summary,
+        summary=summary,
         details={"diverged_or_failed": suite.divergence_counts(chosen), "confidence_per_problem": confidence, "rmsprop_better_on": better, "adam_better_on": worse,
                  "per_problem": per_problem},
         plots=_plots(chosen, seeds), run_keys=suite.run_keys(chosen),

@@ -23,7 +23,7 @@ import numpy as np
 
 from optarena import stats
 from optarena.claims import suite
-from optarena.claims.base import Verdict, mode
+from optarena.claims.base import Claim, Verdict, mode
 from optarena.plots import Plot, Series
 from optarena.study import Study, StudyKey, StudyResult, Sweep, TunedStudy
 from optarena.trial import Trial
@@ -59,6 +59,8 @@ REVISIONS = [{
             "(rank 3.33) and per convention (5.67 / 5.33 / 3.67)",
 }]
 EFFECT_NAME = f"Adam's default regret: untuned Adam's held-out loss / the best tuned optimizer's (1 = as good; good if <= {TAU})"
+CLAIM = Claim(ID, TEXT_ZH, TEXT_EN, RULE, effect_name=EFFECT_NAME, margin=MARGIN, revisions=REVISIONS,
+              quick_cannot_decide=QUICK_CANNOT_DECIDE)
 
 
 def design(quick: bool) -> list[Study]:
@@ -165,11 +167,9 @@ def verdict(results: dict[StudyKey, StudyResult]) -> Verdict:
     # The verdict's budget: the largest with enough problems for the rule (else the largest).
     enough = [k for k, rows in per_budget.items() if len(rows) >= MIN_PROBLEMS]
     largest = max(enough or per_budget, default=None)
-    base = dict(id=ID, claim_zh=TEXT_ZH, claim_en=TEXT_EN, rule=RULE, effect_name=EFFECT_NAME)
     if largest is None or not any("article" in row["conventions"] for row in per_budget[largest].values()):
-        return Verdict(verdict="inconclusive", effect=math.nan, ci95=(math.nan, math.nan), problems=[], budget=0,
-                       seeds=0, summary="No tuned and untuned runs of the budget sweep in the results.",
-                       run_keys=sorted(run_keys), **base)
+        return CLAIM.inconclusive("No tuned and untuned runs of the budget sweep in the results.",
+                                  run_keys=sorted(run_keys))
     rows = per_budget[largest]
     outcome = outcomes[(largest, "article")]
     effect, ci = _geometric_regret(sweep[largest], rows)
@@ -201,10 +201,10 @@ def verdict(results: dict[StudyKey, StudyResult]) -> Verdict:
         "per_budget": {f"{k}x": v for k, v in per_budget.items()},
         "diverged_or_failed": {f"{k}x": suite.divergence_counts(chosen) for k, chosen in sweep.items()},
     }
-    return Verdict(verdict=outcome, effect=effect, ci95=ci, problems=sorted(rows),
-                   budget=max(r.study.budget for r in sweep[largest].values()),
-                   seeds=seeds, summary=summary, details=details, plots=_plots(per_budget),
-                   run_keys=sorted(run_keys), **base)
+    return CLAIM.verdict(outcome, effect, ci, problems=sorted(rows),
+                         budget=max(r.study.budget for r in sweep[largest].values()),
+                         seeds=seeds, summary=summary, details=details, plots=_plots(per_budget),
+                         run_keys=sorted(run_keys))
 
 
 def _rho(rows: dict) -> dict:

@@ -15,7 +15,7 @@ import math
 import numpy as np
 
 from optarena.claims import suite
-from optarena.claims.base import Verdict
+from optarena.claims.base import Claim, Verdict
 from optarena.plots import Plot, Series
 from optarena.study import Study, StudyResult
 
@@ -34,6 +34,7 @@ RULE = (
     "fewer than 3 problems or 3 seeds."
 )
 EFFECT_NAME = "untuned over tuned Adadelta held-out loss - 1, in % (geometric mean over seeds and problems; > 0: tuning helps)"
+CLAIM = Claim(ID, TEXT_ZH, TEXT_EN, RULE, effect_name=EFFECT_NAME, margin=MARGIN)
 
 
 def decide(intervals: list[tuple[float, float]], n_seeds: int, margin: float = MARGIN) -> str:
@@ -108,10 +109,10 @@ def verdict(results: dict[str, StudyResult]) -> Verdict:
         summary += " Budget dependence (neural networks, reported): " + "; ".join(
             f"{k}: " + ", ".join(f"{p} {v['excess_percent']:+.0f}% [{v['ci95_percent'][0]:+.0f}, {v['ci95_percent'][1]:+.0f}]"
                                  for p, v in rows.items()) for k, rows in sweep.items()) + "."
-    return Verdict(
-        id=ID, claim_zh=TEXT_ZH, claim_en=TEXT_EN, verdict=outcome, effect=effect, ci95=(float(ci[0]), float(ci[1])),
+    return CLAIM.verdict(
+        outcome, effect, ci,
         problems=list(per_problem), budget=max((r.study.budget for r in chosen.values()), default=0), seeds=seeds,
-        rule=RULE, effect_name=EFFECT_NAME, summary=summary,
+        summary=summary,
         details={"diverged_or_failed": suite.divergence_counts(chosen), "margin": MARGIN, "tuning_buys_little_on": little, "tuning_matters_on": matters,
                  "lr_width_margin": WIDTH_MARGIN, "per_problem": per_problem, "budget_dependence": sweep},
         plots=_plots(chosen, default, tuned), run_keys=suite.run_keys(chosen),

@@ -25,7 +25,7 @@ import numpy as np
 
 from optarena import problems
 from optarena.claims import suite
-from optarena.claims.base import Verdict
+from optarena.claims.base import Claim, Verdict
 from optarena.plots import Plot
 from optarena.study import Study, StudyResult
 
@@ -52,6 +52,8 @@ REVISIONS = [{
     "seen": "quick mode inconclusive, Nadam +16.9% [-6.3, +75.1] against Adam (article convention, 300 steps)",
 }]
 EFFECT_NAME = "Nadam over Adam held-out loss - 1, in % (geometric mean over seeds and cells; < 0: Nadam better)"
+CLAIM = Claim(ID, TEXT_ZH, TEXT_EN, RULE, effect_name=EFFECT_NAME, margin=MARGIN, revisions=REVISIONS,
+              quick_cannot_decide=QUICK_CANNOT_DECIDE)
 
 
 def decide(intervals: list[tuple[float, float]], n_seeds: int, beats_references: list[bool] | None = None,
@@ -118,10 +120,10 @@ def verdict(results: dict[str, StudyResult]) -> Verdict:
         + ("" if long_enough else " Too short to decide: the rule needs the problems' default 1,000 steps (full mode).")
         if cells else "No Nadam / Adam runs on deep networks to compare."
     )
-    return Verdict(
-        id=ID, claim_zh=TEXT_ZH, claim_en=TEXT_EN, verdict=outcome, effect=effect, ci95=(float(ci[0]), float(ci[1])),
+    return CLAIM.verdict(
+        outcome, effect, ci,
         problems=list(chosen), budget=max((r.study.budget for r in chosen.values()), default=0), seeds=seeds,
-        rule=RULE, effect_name=EFFECT_NAME, summary=summary,
+        summary=summary,
         details={"diverged_or_failed": suite.divergence_counts(chosen), "margin": MARGIN, "cells": cells, "nadam_better_in": better, "nadam_worse_in": worse,
                  "references": references or "none ran (quick mode): the reference condition is not applied"},
         plots=_plots(chosen, losses, groups), run_keys=suite.run_keys(chosen),

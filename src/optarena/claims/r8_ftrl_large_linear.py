@@ -29,7 +29,7 @@ import math
 import numpy as np
 
 from optarena import stats
-from optarena.claims.base import Verdict, mode
+from optarena.claims.base import Claim, Verdict, mode
 from optarena.plots import Plot, Series
 from optarena.problems.sparse_baselines import steps_for
 from optarena.study import StudyKey, StudyResult, Sweep, objective
@@ -93,6 +93,10 @@ REVISIONS = [{
               "the loss-vs-non-zeros Pareto front against SGD-L1",
     "seen": "quick mode supported: FTRL +0.04% [-0.06, +0.16] against AdaGrad, 11x sparser than AdaGrad",
 }]
+CLAIM = Claim(
+    ID, TEXT_ZH, TEXT_EN, RULE, margin=MARGIN, revisions=REVISIONS,
+    effect_name="(FTRL - best competitor) / best competitor, held-out log loss (> 0: FTRL worse)",
+)
 
 def name(quick: bool) -> StudyKey:
     return StudyKey(ID, PROBLEM, mode(quick))
@@ -242,11 +246,10 @@ def verdict(results: dict[StudyKey, StudyResult]) -> Verdict:
     result = results.get(name(quick))
     if result is not None:
         result = assemble(result, results.get(rerun_key(quick)))
-    base = dict(id=ID, claim_zh=TEXT_ZH, claim_en=TEXT_EN, problems=[PROBLEM], rule=RULE, budget=len(GRIDS["ftrl"]),
-                effect_name="(FTRL - best competitor) / best competitor, held-out log loss (> 0: FTRL worse)")
+    budget = len(GRIDS["ftrl"])
     if result is None or not all(result.tuned.get(m) for m in ("ftrl", *COMPETITORS)):
-        return Verdict(verdict="inconclusive", effect=math.nan, ci95=(math.nan, math.nan), seeds=0,
-                       summary="No complete R8 runs in the results.", run_keys=result.run_keys() if result else [], **base)
+        return CLAIM.inconclusive("No complete R8 runs in the results.", problems=[PROBLEM], budget=budget,
+                                  run_keys=result.run_keys() if result else [])
     tables = {m: _table(result.tuned.get(m, [])) for m in METHODS}
     seeds = sorted(set(tables["ftrl"]).intersection(*(tables[c] for c in COMPETITORS)))
 
@@ -254,8 +257,8 @@ def verdict(results: dict[StudyKey, StudyResult]) -> Verdict:
         return np.array([tables[m][s][key] for s in seeds], dtype=float)
 
     if not seeds:
-        return Verdict(verdict="inconclusive", effect=math.nan, ci95=(math.nan, math.nan), seeds=0,
-                       summary="No seed on which FTRL and its competitors all finished.", run_keys=result.run_keys(), **base)
+        return CLAIM.inconclusive("No seed on which FTRL and its competitors all finished.", problems=[PROBLEM],
+                                  budget=budget, run_keys=result.run_keys())
     comp = min(COMPETITORS, key=lambda c: float(np.mean(values(c, "val_loss"))))
     comp_auc = max(COMPETITORS, key=lambda c: float(np.mean(values(c, "auc"))))
     gap = (values("ftrl", "val_loss") - values(comp, "val_loss")) / values(comp, "val_loss")
@@ -311,8 +314,8 @@ def verdict(results: dict[StudyKey, StudyResult]) -> Verdict:
         "seeds_used": seeds,
         "grids": GRIDS,
     }
-    return Verdict(verdict=outcome, effect=float(effect), ci95=(float(lo), float(hi)), seeds=len(seeds),
-                   summary=summary, details=details, plots=_plots(result, per_method), run_keys=result.run_keys(), **base)
+    return CLAIM.verdict(outcome, effect, (lo, hi), problems=[PROBLEM], budget=budget, seeds=len(seeds),
+                         summary=summary, details=details, plots=_plots(result, per_method), run_keys=result.run_keys())
 
 
 def _plots(result: StudyResult, per_method: dict) -> list[Plot]:
