@@ -76,8 +76,53 @@ def _make(rule_type: type[Rule], fixed: dict, names: tuple[str, ...], keys: tupl
     # A code object of its own: dynamo keeps its compiled graphs (and its recompile limit) per code
     # object, so kernels of different rules made from this one function would evict each other.
     kernel.__code__ = kernel.__code__.replace(co_name=f"fused_{rule_type.__name__}_{len(_KERNELS)}")
-    # size_asserts off: the wrapper would check every input's size and stride on every call.
-    return torch.compile(kernel, fullgraph=True, dynamic=True, options={"size_asserts": False})
+    return torch.compile(kernel, backend=_inductor_with_shared_scalars, fullgraph=True, dynamic=True)
+
+
+def _inductor_with_shared_scalars(gm: torch.fx.GraphModule, example_inputs: list) -> Callable:
+    """Inductor, after `share_scalars` (size_asserts off: the wrapper would otherwise check every
+    input's size and stride on every call)."""
+    from torch._inductor.compile_fx import compile_fx
+
+    return compile_fx(share_scalars(gm), example_inputs, config_patches={"size_asserts": False})
+
+
+def share_scalars(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """Compute each scalar of a step once per call, not once per tensor.
+
+    The rule is applied to each tensor of the chunk in turn, so the graph dynamo captures repeats
+    every computation on the step and the hyperparameters alone (``1 - beta1**t``, ...) once per
+    tensor, and inductor keeps them apart (each `rules.primitives.power` is its own ATen call:
+    16 of them per call for Adam, about half of the call's cost). Nodes computed only from those
+    inputs (never mutated by a rule) with the same operation and arguments are merged here; an
+    in-place operation, or anything reading a parameter, gradient or state, is never touched.
+    """
+    scalars = {n for n in gm.graph.nodes if n.op == "placeholder" and n.name.startswith(("l_step", "l_values"))}
+    seen: dict[tuple, torch.fx.Node] = {}
+    for node in list(gm.graph.nodes):
+        inputs = node.all_input_nodes
+        if node.op not in ("call_function", "call_method") or not inputs or not all(i in scalars for i in inputs):
+            continue
+        name = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", "")
+        if name.endswith("_") and not name.endswith("__"):  # in place (mul_, add_); dunders are pure
+            continue
+        key = (node.op, node.target, _frozen(node.args), _frozen(node.kwargs))
+        if key in seen:
+            node.replace_all_uses_with(seen[key])
+            gm.graph.erase_node(node)
+        else:
+            seen[key] = node
+            scalars.add(node)
+    gm.recompile()
+    return gm
+
+
+def _frozen(value):
+    if isinstance(value, dict):
+        return tuple(sorted((k, _frozen(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return tuple(_frozen(v) for v in value)
+    return value
 
 
 def update_(rule: Rule, params: list[Tensor], grads: list[Tensor], states: list[dict], step: int) -> None:

@@ -100,7 +100,7 @@ def test_inconclusive_has_no_effect():
     assert (empty.problems, empty.budget, empty.seeds, empty.plots, empty.run_keys) == ([], 0, 0, [], [])
 
 
-def test_failed_says_why_as_before():
+def test_failed_says_why_and_keeps_the_claims_labels():
     try:
         raise RuntimeError("no such study")
     except RuntimeError:
@@ -112,6 +112,7 @@ def test_failed_says_why_as_before():
     assert math.isnan(v.effect) and all(math.isnan(x) for x in v.ci95)
     assert (v.problems, v.budget, v.seeds, v.plots, v.run_keys) == ([], 0, 0, [], [])
     assert v.rule == claims.load(["M2"])[0].RULE
+    assert v.kind == "mechanism check"  # M2's label stays beside a verdict that could not be computed
 
 
 def test_a_verdict_that_raises_becomes_a_failed_verdict(monkeypatch):

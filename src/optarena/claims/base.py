@@ -176,18 +176,6 @@ class Claim:
     def failed(self, error: str) -> Verdict:
         """The verdict of a claim whose verdict function raised: "inconclusive", the last line of the
         traceback `error` as the summary and all of it in the details, so that one broken claim does
-        not hide the others. Like before this refactor it carries no margin, revisions or kind."""
-        return Verdict(
-            id=self.id,
-            claim_zh=self.text_zh,
-            claim_en=self.text_en,
-            verdict="inconclusive",
-            effect=NAN,
-            ci95=(NAN, NAN),
-            problems=[],
-            budget=0,
-            seeds=0,
-            rule=self.rule,
-            summary="The verdict could not be computed: " + error.strip().splitlines()[-1],
-            details={"error": error},
-        )
+        not hide the others; its rule, margin, revisions and kind stay shown beside it."""
+        return self.inconclusive("The verdict could not be computed: " + error.strip().splitlines()[-1],
+                                 details={"error": error})
