@@ -73,3 +73,26 @@ def test_compile_failure_falls_back_to_the_eager_rule(monkeypatch):
         compiled = _run("rmsprop", "keras", True)
     for a, b in zip(eager, compiled):
         torch.testing.assert_close(b, a, rtol=0, atol=0)
+
+
+def test_share_scalars_merges_repeated_scalar_work_and_never_an_in_place_op():
+    """The pass before inductor merges a power of the step computed once per tensor; operations on
+    tensors (and in-place ones even on the same inputs) stay as they are; the result is unchanged."""
+
+    def f(l_step_, l_values_0_, x, y):
+        a = 1 - l_values_0_ ** l_step_
+        b = 1 - l_values_0_ ** l_step_
+        x.mul_(a)
+        y.mul_(b)
+        x.mul_(a)
+        return x * 2, y * 2
+
+    gm = fused.share_scalars(torch.fx.symbolic_trace(f))
+    targets = [str(n.target) for n in gm.graph.nodes if n.op in ("call_function", "call_method")]
+    assert targets.count("<built-in function pow>") == 1 and targets.count("<built-in function sub>") == 1
+    assert targets.count("mul_") == 3 and targets.count("<built-in function mul>") == 2
+    args = (torch.tensor(3.0), torch.tensor(0.9))
+    x, y = torch.randn(5), torch.randn(5)
+    expected = f(*args, x.clone(), y.clone())
+    for got, want in zip(gm(*args, x.clone(), y.clone()), expected):
+        assert torch.equal(got, want)
