@@ -86,9 +86,9 @@ def _bootstrap_distribution(x: np.ndarray, statistic: Statistic, n_resamples: in
     return np.concatenate([_apply(statistic, x[idx]) for idx in _resample_indices(rng, x.size, n_resamples)])
 
 
-def _percentile_interval(boot: np.ndarray, confidence: float) -> tuple[float, float]:
+def _percentile_interval(boot: np.ndarray, confidence: float, quantiles: str = "linear") -> tuple[float, float]:
     alpha = (1.0 - confidence) / 2.0
-    low, high = np.quantile(boot, [alpha, 1.0 - alpha])
+    low, high = np.quantile(boot, [alpha, 1.0 - alpha], method=quantiles)
     return float(low), float(high)
 
 
@@ -141,6 +141,7 @@ def bootstrap_ci(
     seed: int | None = 0,
     method: str = "percentile",
     nan_policy: str = "raise",
+    quantiles: str = "linear",
 ) -> tuple[float, float]:
     """Bootstrap confidence interval `(low, high)` of `statistic(values)`.
 
@@ -158,7 +159,9 @@ def bootstrap_ci(
 
     `statistic` is called as `statistic(samples, axis=-1)` when it accepts `axis` (NumPy
     reductions do), else once per resample. One value gives the degenerate `(v, v)`. NaN raises
-    a ValueError unless `nan_policy="omit"`, which drops them first.
+    a ValueError unless `nan_policy="omit"`, which drops them first. `quantiles`: NumPy's quantile
+    method for the percentile interval; "inverted_cdf" (the ordered bootstrap values themselves, no
+    interpolation) keeps infinite values meaningful, e.g. for a median over ranked divergences.
     """
     x = _as_1d(values, nan_policy=nan_policy)
     confidence = _check_confidence(confidence)
@@ -170,7 +173,7 @@ def bootstrap_ci(
         return value, value
     boot = _bootstrap_distribution(x, statistic, n_resamples, seed)
     if method == "percentile":
-        return _percentile_interval(boot, confidence)
+        return _percentile_interval(boot, confidence, quantiles)
     return _bca_interval(x, statistic, boot, confidence)
 
 

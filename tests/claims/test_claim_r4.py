@@ -69,3 +69,21 @@ def test_diverged_rerun_scores_its_starting_loss():
     name = suite.study_name("tuned", "p", True)
     r = syn.study_result(name, "p", tuned={"adam": [float("inf"), 0.2, 0.2], "rmsprop": [0.1, 0.1, 0.1]})
     assert list(suite.seed_losses(r, "adam", "tuned")) == [syn.START_LOSS, 0.2, 0.2]
+
+
+def test_a_diverged_rerun_is_ranked_not_scored():
+    """A diverged tuned-Adam rerun counts as a loss to RMSprop by its rank alone: the paired log
+    ratio is +inf for that seed, the median over seeds stays finite, and the counts say so."""
+    import math
+
+    import numpy as np
+
+    d = suite.paired_log_ratios(np.array([math.inf, 1.0, math.inf, 2.0]), np.array([0.5, 2.0, math.inf, math.inf]))
+    assert d.tolist() == [math.inf, math.log(0.5), 0.0, -math.inf]
+    out = results([1.0, 1.0, 1.0], jitter=0.02, n=10)
+    name = suite.study_name("tuned", "p0", True)
+    out[name].tuned["adam"][0] = syn.run("p0", "adam", math.inf, 1)  # Adam diverged on seed 1 of 10
+    v = r4.verdict(out)
+    p0 = v.details["per_problem"]["p0"]
+    assert p0["diverged_pairs"] == 1 and math.isfinite(p0["log_ratio"]) and abs(p0["log_ratio"]) < 0.05
+    assert v.revisions and "ranked" in v.revisions[-1]["change"] and "ranked" in v.rule

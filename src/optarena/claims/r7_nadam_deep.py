@@ -37,28 +37,35 @@ SETTINGS = {"tuned": "tuned", "defaults": "untuned"}
 QUICK_CANNOT_DECIDE = "quick mode runs 300 of the 1,000 steps the rule needs"
 RULE = (
     "On the deep networks (deep_mlp, residual_mlp), Nadam vs Adam on the same seeds, tuned and untuned: per "
-    "(problem, setting) cell, mean over seeds of ln(L_nadam / L_adam) of the held-out loss with its 95% "
-    "bootstrap interval. Contradicted if the interval lies above 0 (Nadam worse beyond the noise) in more "
+    "(problem, setting) cell, median over seeds of ln(L_nadam / L_adam) of the held-out loss with its 95% "
+    "percentile bootstrap interval. Contradicted if the interval lies above 0 (Nadam worse beyond the noise) in more "
     "than half of the cells. Supported if it lies above 0 in no cell, lies below ln(1.05) (Nadam at most 5% "
     "worse, beyond the noise) in more than half of the cells, and, where reference optimizers ran, tuned "
     "Nadam's mean loss is below the median reference's on every deep problem. Inconclusive otherwise, with "
     "fewer than 3 seeds, and with fewer steps than the problems' default 1,000. Both in the pytorch convention "
-    "(eps outside the root), Nadam with a flat momentum schedule (momentum_decay 1e3) and, untuned, Adam's lr 1e-3."
+    "(eps outside the root), Nadam with a flat momentum schedule (momentum_decay 1e3) and, untuned, Adam's lr 1e-3. "
+    "A diverged or failed rerun is ranked, not scored: worse than any finished run (log ratio +inf or -inf against one), a tie with another diverged one; hence the median."
 )
 REVISIONS = [{
     "date": "2026-12-03",
     "change": "the confounds removed: pytorch convention for both (eps placement), Nadam's mu schedule flat, "
               "equal untuned lrs, 1,000 steps in full mode (300 before), runs shorter than that inconclusive",
     "seen": "quick mode inconclusive, Nadam +16.9% [-6.3, +75.1] against Adam (article convention, 300 steps)",
+}, {
+    "date": "2026-12-03",
+    "change": "the paired effect is the median over seeds of the log ratio with diverged or failed reruns ranked "
+              "(worse than any finished run), instead of the mean with a diverged rerun scored at its starting "
+              "loss (claims review: heavy-tailed log ratios)",
+    "seen": "quick mode inconclusive (too short by the rule); no full-mode verdict had been computed",
 }]
-EFFECT_NAME = "Nadam over Adam held-out loss - 1, in % (geometric mean over seeds and cells; < 0: Nadam better)"
+EFFECT_NAME = "Nadam over Adam held-out loss - 1, in % (median over seeds and cells; < 0: Nadam better)"
 CLAIM = Claim(ID, TEXT_ZH, TEXT_EN, RULE, effect_name=EFFECT_NAME, margin=MARGIN, revisions=REVISIONS,
               quick_cannot_decide=QUICK_CANNOT_DECIDE)
 
 
 def decide(intervals: list[tuple[float, float]], n_seeds: int, beats_references: list[bool] | None = None,
            margin: float = MARGIN, long_enough: bool = True) -> str:
-    """`intervals`: per cell, the 95% interval of mean ln(L_nadam / L_adam); `beats_references`: per
+    """`intervals`: per cell, the 95% interval of median ln(L_nadam / L_adam); `beats_references`: per
     problem, whether tuned Nadam beats the median reference (None where no references ran);
     `long_enough`: the runs had at least the problems' default steps."""
     if n_seeds < suite.MIN_SEEDS or not intervals or not long_enough:
@@ -81,13 +88,14 @@ def verdict(results: dict[str, StudyResult]) -> Verdict:
     groups = [g for g in SETTINGS if all(getattr(r, g).get("adam") and getattr(r, g).get("nadam") for r in chosen.values())]
     seeds = min((suite.n_seeds(chosen, ("adam", "nadam"), g) for g in groups), default=0)
     losses = {(p, g): {o: suite.seed_losses(r, o, g)[:seeds] for o in ("adam", "nadam")} for p, r in chosen.items() for g in groups}
+    ranked = {(p, g): {o: suite.rerun_losses(r, o, g)[:seeds] for o in ("adam", "nadam")} for p, r in chosen.items() for g in groups}
     cells: dict[str, dict] = {}
     for (problem, group), pair in losses.items():
-        d = suite.paired_log_ratio(pair["nadam"], pair["adam"])
+        d = suite.paired_log_ratio(ranked[(problem, group)]["nadam"], ranked[(problem, group)]["adam"])
         cells[f"{problem} {SETTINGS[group]}"] = {
             "problem": problem, "setting": SETTINGS[group], "nadam_loss": float(np.mean(pair["nadam"])),
-            "adam_loss": float(np.mean(pair["adam"])), "log_ratio": d["mean"], "ci95": list(d["ci95"]),
-            "percent": suite.percent(d["mean"]),
+            "adam_loss": float(np.mean(pair["adam"])), "log_ratio": d["median"], "ci95": list(d["ci95"]),
+            "percent": suite.percent(d["median"]), "diverged_pairs": d["diverged_pairs"],
         }
     references: dict[str, dict] = {}
     for problem, result in chosen.items():
@@ -105,10 +113,9 @@ def verdict(results: dict[str, StudyResult]) -> Verdict:
     outcome = decide([tuple(c["ci95"]) for c in cells.values()], seeds, beats, long_enough=long_enough)
 
     if cells and seeds:
-        d = np.array([suite.log_losses(v["nadam"]) - suite.log_losses(v["adam"]) for v in losses.values()])  # (cells, S)
-        effect = suite.percent(float(d.mean()))
-        interval = suite.seed_bootstrap(lambda idx: suite.mean_over_seeds(d, idx).mean(axis=0), seeds)
-        ci = tuple(suite.percent(v) for v in interval)
+        d = np.array([suite.paired_log_ratios(v["nadam"], v["adam"]) for v in ranked.values()])  # (cells, S)
+        median, interval = suite.pooled_median_ratio(d, seeds)
+        effect, ci = suite.percent(median), tuple(suite.percent(v) for v in interval)
     else:
         effect, ci = math.nan, (math.nan, math.nan)
     worse = [c for c, d in cells.items() if d["ci95"][0] > 0]

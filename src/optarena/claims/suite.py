@@ -20,10 +20,13 @@ Left out of full mode: rosenbrock (its minimum is 0, so a relative margin and Do
 degenerate), and mnist_cnn (its 21 evaluations per run alone would take the 392 runs of a full study
 past the full-mode time budget of ~35 min on 2 CPU cores).
 
-The helpers below turn runs into the numbers the claims compare. A diverged (or failed) run scores
-the held-out loss it started from, i.e. it counts as a run that did not train: finite, so that means
-and intervals stay defined, and never better than training. Where a run has no curve at all (it
-failed before its first evaluation) it scores the worst starting loss of its study.
+The helpers below turn runs into the numbers the claims compare. In the paired comparisons of two
+optimizers (R4, R6, R7) a diverged (or failed) rerun is ranked: worse than any finished run, a tie
+with another diverged one, and the effect is a median over seeds (`paired_log_ratio`). Where a mean
+or a ratio of losses is needed (bars, R5's performance profile), a diverged run scores the held-out
+loss it started from, i.e. it counts as a run that did not train: finite, never better than
+training (a profile at tau = 1.2 / 1.5 counts it as beyond tau either way). Where a run has no curve
+at all (it failed before its first evaluation) it scores the worst starting loss of its study.
 """
 
 from __future__ import annotations
@@ -219,20 +222,56 @@ def n_seeds(results: Mapping[str, StudyResult], optimizers: Sequence[str] | None
 
 
 def percent(log_ratio: float) -> float:
-    """A mean log ratio as a percentage: 100 (e^d - 1)."""
-    return 100.0 * math.expm1(log_ratio) if math.isfinite(log_ratio) else math.nan
+    """A log ratio as a percentage: 100 (e^d - 1); +inf stays +inf (-inf: -100)."""
+    if math.isnan(log_ratio):
+        return math.nan
+    return 100.0 * math.expm1(log_ratio) if math.isfinite(log_ratio) else (math.inf if log_ratio > 0 else -100.0)
+
+
+def rerun_losses(result: StudyResult, optimizer: str, group: str) -> np.ndarray:
+    """Held-out losses of the reruns ("tuned" or "defaults") of `optimizer` in seed order, a
+    diverged or failed rerun as +inf: for paired comparisons, which rank it (`paired_log_ratios`)."""
+    runs = sorted(getattr(result, group).get(optimizer, []), key=lambda r: r.trial.seed)
+    return np.array([objective(r) for r in runs], dtype=float)
+
+
+def paired_log_ratios(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """ln(a_s / b_s) per seed (pairs share a seed). A diverged rerun (an infinite loss) is ranked,
+    not scored: worse than any finished run, +inf where only a's diverged, -inf where only b's, 0
+    (a tie) where both did; so it counts by its order alone, never by a made-up size."""
+    la, lb = log_losses(np.asarray(a, dtype=float)), log_losses(np.asarray(b, dtype=float))
+    both = np.isinf(la) & np.isinf(lb)
+    with np.errstate(invalid="ignore"):
+        return np.where(both, 0.0, la - np.where(both, 0.0, lb))
 
 
 def paired_log_ratio(a: np.ndarray, b: np.ndarray, confidence: float = 0.95) -> dict:
-    """Mean over seeds of ln(a_s / b_s) with its bootstrap interval (pairs share a seed)."""
+    """Median over seeds of ln(a_s / b_s) (`paired_log_ratios`: diverged reruns ranked) with its
+    percentile bootstrap interval, the pairs resampled; ``diverged_pairs``: pairs where a rerun
+    diverged or failed. A median and its percentile interval depend on infinite values only through
+    their order: the median is infinite only when at least half of the pairs favour one side by a
+    divergence."""
     n = min(len(a), len(b))
+    empty = {"median": math.nan, "ci": (math.nan, math.nan), "ci95": (math.nan, math.nan), "n": 0, "diverged_pairs": 0}
     if n == 0:
-        return {"mean": math.nan, "ci": (math.nan, math.nan), "ci95": (math.nan, math.nan), "n": 0}
-    out = stats.paired_difference(log_losses(a[:n]), log_losses(b[:n]), confidence=confidence, n_resamples=N_RESAMPLES)
-    return {"mean": out["mean"], "ci": tuple(out["ci"]), "ci95": tuple(out["ci95"]), "n": out["n"]}
+        return empty
+    d = paired_log_ratios(a[:n], b[:n])
+    interval = {c: stats.bootstrap_ci(d, np.median, c, N_RESAMPLES, quantiles="inverted_cdf") for c in {confidence, 0.95}}
+    diverged = int(np.sum(~np.isfinite(np.asarray(a[:n], dtype=float)) | ~np.isfinite(np.asarray(b[:n], dtype=float))))
+    return {"median": float(np.median(d)), "ci": tuple(interval[confidence]), "ci95": tuple(interval[0.95]), "n": n,
+            "diverged_pairs": diverged}
 
 
-def seed_bootstrap(statistic: Callable[[np.ndarray], np.ndarray], n: int) -> tuple[float, float]:
+def pooled_median_ratio(ratios: np.ndarray, n_seeds: int) -> tuple[float, tuple[float, float]]:
+    """Median of paired log ratios over (problem or cell, seed), shape (P, S), with the 95% interval
+    of the seeds resampled together (`seed_bootstrap`): the headline effect of R6 and R7."""
+    if ratios.size == 0 or n_seeds < 1:
+        return math.nan, (math.nan, math.nan)
+    interval = seed_bootstrap(lambda idx: np.median(ratios[:, idx], axis=(0, 2)), n_seeds, quantiles="inverted_cdf")
+    return float(np.median(ratios)), interval
+
+
+def seed_bootstrap(statistic: Callable[[np.ndarray], np.ndarray], n: int, quantiles: str = "linear") -> tuple[float, float]:
     """95% percentile interval of a statistic of the n seeds when they are resampled together (the
     same seed draw on every problem and for every optimizer, which keeps the pairing by seed).
 
@@ -244,7 +283,7 @@ def seed_bootstrap(statistic: Callable[[np.ndarray], np.ndarray], n: int) -> tup
     def on_rows(samples: np.ndarray, axis: int = -1) -> np.ndarray:
         return statistic(np.atleast_2d(samples).astype(int))
 
-    return stats.bootstrap_ci(np.arange(n, dtype=float), on_rows, n_resamples=N_RESAMPLES)
+    return stats.bootstrap_ci(np.arange(n, dtype=float), on_rows, n_resamples=N_RESAMPLES, quantiles=quantiles)
 
 
 def mean_over_seeds(values: np.ndarray, idx: np.ndarray) -> np.ndarray:
