@@ -19,7 +19,7 @@ import numpy as np
 
 from optarena import stats
 from optarena.plots import Plot, Series
-from optarena.report.format import jsonable
+from optarena.report.format import format_value, jsonable
 from optarena.study import StudyResult, objective
 
 CONFIDENCE = 0.95
@@ -348,15 +348,9 @@ def _mean_ci(values: Sequence[float], n_resamples: int = 10_000) -> tuple[float,
 
 
 def fmt(x: Any) -> str:
-    """A number for the report and the reason: 4 significant digits, ∞ / nan spelled out, None as —."""
-    if x is None:
-        return "—"
-    x = float(x)
-    if math.isnan(x):
-        return "nan"
-    if math.isinf(x):
-        return "∞" if x > 0 else "−∞"
-    return f"{x:.4g}"
+    """A number for the report and the reason, as the claims report writes them
+    (`optarena.report.format.format_value`: 4 significant digits, ∞ / nan spelled out, None as —)."""
+    return format_value(None if x is None else float(x))
 
 
 def hparams_text(h: dict[str, float]) -> str:
