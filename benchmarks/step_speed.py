@@ -1,7 +1,7 @@
 """Step speed per problem: parameters per run and the wall time of one 300-step run, engine and loop.
 
 For every problem in ``optarena.problems.names()``: one trial (Adam, article defaults, seed 0),
-``engine.run`` on it alone and ``engine.run_sequential`` (the plain optarena.optim loop) on it, in this
+``engine.run`` on it alone and ``loop.run_sequential`` (the plain optarena.optim loop) on it, in this
 process, one after the other, after a 2-step warm-up of each. Times include the problem's 21
 evaluations over its training and held-out splits. Prints a Markdown table.
 
@@ -26,7 +26,7 @@ import time
 
 import torch
 
-from optarena import engine, optim, problems, rules
+from optarena import engine, loop, optim, problems, rules
 from optarena.trial import Trial
 
 SHAPES = {"8M in one tensor": [8_000_000], "8M in 200 tensors": [40_000] * 200, "50k in 100 tensors": [500] * 100}
@@ -140,14 +140,14 @@ def main(argv: list[str] | None = None) -> None:
         trial = Trial(name, "adam", "article", {}, 0, args.steps)
         warm = Trial(name, "adam", "article", {}, 0, 2)
         engine.run(problem, [warm])
-        engine.run_sequential(problem, [warm])
+        loop.run_sequential(problem, [warm])
         started = time.perf_counter()
         result = engine.run(problem, [trial])[0]
         batched = time.perf_counter() - started
         started = time.perf_counter()
-        engine.run_sequential(problem, [trial])
-        loop = time.perf_counter() - started
-        print(f"| {name} | {size:,} | {problem.batch_size or '-'} | {batched:.2f} | {loop:.2f} | {result.status} |", flush=True)
+        loop.run_sequential(problem, [trial])
+        looped = time.perf_counter() - started
+        print(f"| {name} | {size:,} | {problem.batch_size or '-'} | {batched:.2f} | {looped:.2f} | {result.status} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""optarena.engine: the batched engine against the plain loop users write (engine.run_sequential,
+"""optarena.engine: the batched engine against the plain loop users write (loop.run_sequential,
 one trial after another with optarena.optim), determinism, divergence, failures and traces.
 
 What holds exactly, and what only to rounding (measured with torch 2.13 CPU, asserted below):
@@ -19,7 +19,7 @@ import math
 import pytest
 import torch
 
-from optarena import engine, problems, rules
+from optarena import engine, loop, problems, rules
 from optarena.problems.vision import BreastCancerLogreg
 from optarena.trial import RunResult, Trial
 
@@ -113,15 +113,15 @@ def stacked_and_alone(request, build, device):
     name = request.param
     problem = build(name) if device == "cpu" else problems.get(name, device=device)
     trials = suite(name)
-    return problem, trials, engine.run(problem, trials, device=device), engine.run_sequential(problem, trials, device=device)
+    return problem, trials, engine.run(problem, trials, device=device), loop.run_sequential(problem, trials, device=device)
 
 
 def test_batched_equals_the_loop_for_every_optimizer_and_convention(stacked_and_alone):
-    problem, trials, batched, loop = stacked_and_alone
+    problem, trials, batched, alone = stacked_and_alone
     assert {t.optimizer for t in trials} == set(LR[problem.name])
     assert len({t.seed for t in trials}) > 1 and len({tuple(t.hparams.items()) for t in trials}) > 1
     n_val = getattr(problem, "n_val", None)
-    for t, a, b in zip(trials, batched, loop):
+    for t, a, b in zip(trials, batched, alone):
         assert a.status == b.status == "done", (t, a.error)
         assert a.curve["step"] == b.curve["step"] == [float(s) for s in engine.eval_points(STEPS)]
         assert max_difference(a, b, n_val) <= TOLERANCE, t
@@ -137,8 +137,8 @@ def test_the_loop_learns(stacked_and_alone):
 def test_alone_in_the_engine_is_bitwise_the_loop(build):
     problem = build("digits_mlp")
     trials = [Trial("digits_mlp", "nadam", "pytorch", {"lr": 3e-3}, 2, 60), Trial("digits_mlp", "adamw", "keras", {}, 0, 60)]
-    for t, loop in zip(trials, engine.run_sequential(problem, trials)):
-        assert same(engine.run(problem, [t])[0], loop)
+    for t, alone in zip(trials, loop.run_sequential(problem, trials)):
+        assert same(engine.run(problem, [t])[0], alone)
 
 
 def test_same_trials_give_bitwise_equal_results_in_any_order(build):
@@ -169,7 +169,7 @@ def test_a_diverging_run_is_frozen_and_leaves_its_batch_mates_alone(build):
     assert r.status == "diverged" and r.diverged_at is not None and 1 <= r.diverged_at < 50
     assert all(v == math.inf for k, v in r.final.items() if "loss" in k)
     assert r.curve["step"] and max(r.curve["step"]) < r.diverged_at  # the curve stops before divergence
-    assert r.diverged_at == engine.run_sequential(problem, [wild])[0].diverged_at
+    assert r.diverged_at == loop.run_sequential(problem, [wild])[0].diverged_at
     for a, b in zip(without, [with_wild[0], *with_wild[2:]]):
         assert a.status == "done" and same(a, b)
 

@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from optarena import engine, problems, schedules
+from optarena import engine, loop, problems, schedules
 from optarena.problems.base import seed_generator
 from optarena.trial import Trial
 
@@ -29,7 +29,7 @@ def test_a_schedule_in_the_engine_equals_lambdalr_in_the_loop(digits, schedule):
     trials = [Trial("digits_mlp", "adam", "pytorch", {"lr": 3e-3}, 0, 60, schedule, 0.1),
               Trial("digits_mlp", "momentum", "article", {"lr": 0.1}, 1, 60, schedule, 0.2),
               Trial("digits_mlp", "adam", "pytorch", {"lr": 1e-3}, 1, 60)]  # constant beside scheduled ones
-    for batched, alone in zip(engine.run(digits, trials), engine.run_sequential(digits, trials)):
+    for batched, alone in zip(engine.run(digits, trials), loop.run_sequential(digits, trials)):
         assert _max_diff(batched, alone) < 1e-5
 
 
@@ -50,7 +50,7 @@ def test_clipping_in_the_engine_equals_clip_grad_norm_in_the_loop(digits):
               Trial("digits_mlp", "sgd", "article", {"lr": 0.5}, 1, 40, clip_grad_norm=1.0),
               Trial("digits_mlp", "sgd", "article", {"lr": 0.5}, 2, 40)]
     batched = engine.run(digits, trials)
-    for b, alone in zip(batched, engine.run_sequential(digits, trials)):
+    for b, alone in zip(batched, loop.run_sequential(digits, trials)):
         assert _max_diff(b, alone) < 1e-5
     # the clip binds: the tightly clipped run learns more slowly than the unclipped one
     assert batched[0].final["train_loss"] > batched[2].final["train_loss"]
@@ -121,7 +121,7 @@ class _WithBuffers(_Raising):
 def test_per_run_buffers_are_carried_beside_the_parameters():
     problem = _WithBuffers()
     trials = [Trial("buffered", "adam", "article", {"lr": lr}, s, 30) for lr in (0.01, 0.1) for s in (0, 1)]
-    for batched, alone in zip(engine.run(problem, trials), engine.run_sequential(problem, trials)):
+    for batched, alone in zip(engine.run(problem, trials), loop.run_sequential(problem, trials)):
         assert _max_diff(batched, alone) < 1e-6
     # the buffer matters: without it the loss would be 0.5|x|^2, which these curves are not
     plain = engine.run(_Raising(), [Trial("raising", "adam", "article", {"lr": 0.01}, 0, 30)])[0]

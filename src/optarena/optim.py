@@ -160,9 +160,12 @@ class RuleOptimizer(torch.optim.Optimizer):
         name = type(self).__name__
         reals, grads, states = [], [], []
         for param in params:
-            grad = param.grad
-            reals.append(_real(param, rule, name))
-            grads.append(torch.view_as_real(grad) if torch.is_complex(grad) else grad)
+            if param.dtype.is_complex:
+                reals.append(_real(param, rule, name))
+                grads.append(torch.view_as_real(param.grad))
+            else:
+                reals.append(param)
+                grads.append(param.grad)
             state = self.state[param]
             if not state:
                 state["step"] = 0

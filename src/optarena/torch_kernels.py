@@ -85,11 +85,10 @@ def step_(name: str, rule: Rule, group: dict, params: list[Tensor], grads: list[
                 s["step"] = count + 1
         momentum = any_nonzero(h["momentum"])
         first = [momentum and "momentum_buffer" not in s for s in states]
-        for part in (True, False):
-            index = [i for i, f in enumerate(first) if f == part]
-            if not index:
-                continue
-            buffers = [None if part else states[i]["momentum_buffer"] for i in index] if momentum else [None] * len(index)
+        parts = [range(len(states))] if len(set(first)) == 1 else [
+            [i for i, f in enumerate(first) if f == part] for part in (True, False)]
+        for index in parts:
+            buffers = ([states[i].get("momentum_buffer") for i in index] if momentum else [None] * len(index))
             sgd.sgd([params[i] for i in index], [grads[i] for i in index], buffers, foreach=foreach, fused=fused,
                     weight_decay=h["weight_decay"], momentum=h["momentum"], lr=h["lr"], dampening=h["dampening"],
                     nesterov=h["nesterov"], **flags)

@@ -1,7 +1,7 @@
 """UserProblem: a user's nn.Module batched with vmap, the one-run-at-a-time fallback, and bad input.
 
 The oracle for the batched loss is the user's own module run alone (load_state_dict + forward);
-for training, `engine.run_sequential` (the plain optarena.optim loop)."""
+for training, `loop.run_sequential` (the plain optarena.optim loop)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from optarena import engine
+from optarena import engine, loop
 from optarena.problems.base import Problem, seed_generator
 from optarena.problems.user import UserCodeError, UserProblem
 from optarena.trial import Trial
@@ -116,7 +116,7 @@ def test_init_of_a_run_does_not_depend_on_its_batch_mates_and_keeps_global_rng()
 def test_engine_run_equals_run_sequential():
     p = UserProblem(mlp, classification_data(), batch_size=8, steps=STEPS)
     ts = trials(p, hparams=({"lr": 0.05}, {"lr": 0.01}))
-    assert_same_runs(engine.run(p, ts), engine.run_sequential(p, ts))
+    assert_same_runs(engine.run(p, ts), loop.run_sequential(p, ts))
 
 
 def test_batchnorm_in_training_mode_is_vmapped_with_per_run_running_statistics():
@@ -130,7 +130,7 @@ def test_batchnorm_in_training_mode_is_vmapped_with_per_run_running_statistics()
     p.loss(params, stacked(p, 0, [1, 2]), buffers=buffers)
     running_mean = buffers["1.running_mean"]
     assert not torch.equal(running_mean[0], running_mean[1])  # each run its own statistics
-    assert_same_runs(engine.run(p, trials(p)), engine.run_sequential(p, trials(p)))
+    assert_same_runs(engine.run(p, trials(p)), loop.run_sequential(p, trials(p)))
 
 
 def test_dropout_runs_equal_the_same_runs_alone():
@@ -139,7 +139,7 @@ def test_dropout_runs_equal_the_same_runs_alone():
     p = UserProblem(model, classification_data(), batch_size=8, steps=STEPS)
     assert p.vmappable and not p.stochastic
     ts = trials(p, seeds=(1, 2, 3))
-    assert_same_runs(engine.run(p, ts), engine.run_sequential(p, ts))
+    assert_same_runs(engine.run(p, ts), loop.run_sequential(p, ts))
 
 
 def test_dropout_masks_depend_on_the_noise_key_alone():
@@ -171,7 +171,7 @@ def test_draws_from_the_global_rng_group_runs_by_seed():
     p = UserProblem(Noisy, classification_data(), batch_size=8, steps=STEPS)
     assert p.vmappable and p.stochastic
     ts = trials(p, seeds=(1, 2))
-    assert_same_runs(engine.run(p, ts), engine.run_sequential(p, ts))
+    assert_same_runs(engine.run(p, ts), loop.run_sequential(p, ts))
 
 
 def test_default_mse_matches_a_column_output_to_flat_targets():
@@ -222,7 +222,7 @@ def test_fallback_warns_once_and_matches_sequential():
     messages = [str(w.message) for w in caught if "falling back to one run at a time" in str(w.message)]
     assert len(messages) == 1 and "control flow" in messages[0]
     assert not p.vmappable and "control flow" in p.fallback_reason
-    assert_same_runs(batched, engine.run_sequential(p, ts))
+    assert_same_runs(batched, loop.run_sequential(p, ts))
     assert batched[0].final["val_loss"] < batched[0].curve["val_loss"][0]  # it trains
 
 
@@ -294,7 +294,7 @@ def test_mismatched_mse_shapes_are_caught_before_training():
 
 
 # ---- the models people write: outputs, inputs, layers ----
-# Each: the batched runs (engine.run) equal the same runs one at a time (engine.run_sequential);
+# Each: the batched runs (engine.run) equal the same runs one at a time (loop.run_sequential);
 # where a stand-in op replaces torch's kernel, its loss is also checked against the user's module
 # run alone in plain torch.
 
@@ -403,7 +403,7 @@ def test_a_dict_output_reaches_the_loss_whole_and_the_default_reads_logits():
     assert p.vmappable and p.has_accuracy
     assert_loss_equals_the_module_alone(p, DictHead, logits=lambda out: out["logits"])  # not the first entry
     ts = trials(p)
-    assert_same_runs(engine.run(p, ts), engine.run_sequential(p, ts))
+    assert_same_runs(engine.run(p, ts), loop.run_sequential(p, ts))
 
     seen = []
 
@@ -430,7 +430,7 @@ def test_a_tuple_output_is_batched_and_the_default_reads_its_first_element():
     assert p.vmappable
     assert_loss_equals_the_module_alone(p, TupleHead, logits=lambda out: out[0])
     ts = trials(p)
-    assert_same_runs(engine.run(p, ts), engine.run_sequential(p, ts))
+    assert_same_runs(engine.run(p, ts), loop.run_sequential(p, ts))
 
 
 def test_a_tuple_input_calls_model_with_each_tensor():
@@ -443,7 +443,7 @@ def test_a_tuple_input_calls_model_with_each_tensor():
         expected = F.cross_entropy(module(*p.x_val), p.y_val)
     assert float(p.evaluate(params)["val_loss"][0]) == pytest.approx(float(expected), rel=1e-5)
     ts = trials(p)
-    assert_same_runs(engine.run(p, ts), engine.run_sequential(p, ts))
+    assert_same_runs(engine.run(p, ts), loop.run_sequential(p, ts))
 
 
 def test_a_dict_input_calls_model_with_keywords():
@@ -454,7 +454,7 @@ def test_a_dict_input_calls_model_with_keywords():
     p = UserProblem(KeywordInputs, data, batch_size=8, steps=STEPS)
     assert p.vmappable and set(p.x_train) == {"ids", "numbers"} and p.x_train["ids"].dtype == torch.long
     ts = trials(p)
-    assert_same_runs(engine.run(p, ts), engine.run_sequential(p, ts))
+    assert_same_runs(engine.run(p, ts), loop.run_sequential(p, ts))
 
 
 class PairDataset(torch.utils.data.Dataset):
@@ -475,7 +475,7 @@ def test_a_dataset_of_tuple_inputs_gives_the_same_problem_as_tensors():
     assert from_dataset.name == from_tensors.name and from_dataset.vmappable
     assert torch.equal(from_dataset.x_train[0], train[0][0]) and torch.equal(from_dataset.x_val[1], val[0][1])
     ts = trials(from_dataset)
-    assert_same_runs(engine.run(from_dataset, ts), engine.run_sequential(from_dataset, ts))
+    assert_same_runs(engine.run(from_dataset, ts), loop.run_sequential(from_dataset, ts))
 
 
 def test_a_transformer_encoder_without_dropout_is_batched_and_equals_torch():
@@ -486,14 +486,14 @@ def test_a_transformer_encoder_without_dropout_is_batched_and_equals_torch():
     assert p.vmappable and not p.stochastic
     assert_loss_equals_the_module_alone(p, make)  # our attention equals torch's fused kernel
     ts = trials(p)
-    assert_same_runs(engine.run(p, ts), engine.run_sequential(p, ts), tol=1e-4)
+    assert_same_runs(engine.run(p, ts), loop.run_sequential(p, ts), tol=1e-4)
 
 
 def test_a_transformer_encoder_with_dropout_is_batched_and_equals_the_runs_alone():
     p = UserProblem(lambda: Classifier("transformer", dropout=0.1), token_data(), batch_size=8, steps=STEPS)
     assert p.vmappable and not p.stochastic
     ts = trials(p)
-    assert_same_runs(engine.run(p, ts), engine.run_sequential(p, ts), tol=1e-4)
+    assert_same_runs(engine.run(p, ts), loop.run_sequential(p, ts), tol=1e-4)
 
 
 def test_a_gru_is_batched_and_equals_torch():
@@ -502,7 +502,7 @@ def test_a_gru_is_batched_and_equals_torch():
     assert p.vmappable, p.fallback_reason
     assert_loss_equals_the_module_alone(p, make)  # the written-out recurrence equals torch's kernel
     ts = trials(p)
-    assert_same_runs(engine.run(p, ts), engine.run_sequential(p, ts), tol=1e-4)
+    assert_same_runs(engine.run(p, ts), loop.run_sequential(p, ts), tol=1e-4)
 
 
 @pytest.mark.parametrize("kind", ["lstm", "bidirectional-gru"])
@@ -531,8 +531,8 @@ def test_a_sparse_embedding_is_batched_with_dense_gradients():
     assert sparse.vmappable
     ts = trials(sparse, optimizers=("adagrad", "sgd"))
     batched = engine.run(sparse, ts)
-    assert_same_runs(batched, engine.run_sequential(sparse, ts))
-    assert_same_runs(batched, engine.run_sequential(dense, trials(dense, optimizers=("adagrad", "sgd"))))
+    assert_same_runs(batched, loop.run_sequential(sparse, ts))
+    assert_same_runs(batched, loop.run_sequential(dense, trials(dense, optimizers=("adagrad", "sgd"))))
 
     # The oracle: the user's sparse module in a plain torch loop (real sparse gradients, torch's SGD).
     sgd = [r for r in batched if r.trial.optimizer == "sgd"][0]
@@ -621,7 +621,7 @@ def test_the_fallback_names_a_recurrent_layer_or_attention_dropout(model, needle
         p = UserProblem(model, token_data(), batch_size=8, steps=STEPS)
     assert not p.vmappable and needle in p.fallback_reason
     ts = trials(p, optimizers=("adam",))
-    assert_same_runs(engine.run(p, ts), engine.run_sequential(p, ts))
+    assert_same_runs(engine.run(p, ts), loop.run_sequential(p, ts))
 
 
 # ---- data checks on all of the data, before any run ----
