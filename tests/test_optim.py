@@ -549,11 +549,9 @@ def test_a_torch_state_dict_that_does_not_map_names_its_keys():
 # ---- torch.compile ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name,convention", [("adam", "pytorch"), ("adam", "article"), ("adam", "keras"),
-                                             ("momentum", "pytorch")])
-def test_compiled_step_compiles_once_not_once_per_step(name, convention):
-    """The step count is a tensor, so dynamo does not specialise on it: one graph for the first
-    step (which creates the state), one for every step after."""
+def compiled_steps(opt, params, reference=None, steps: int = 5) -> int:
+    """Run `steps` steps of ``torch.compile(opt.step)`` (gradients 0.1 (t + 1)), and of
+    `reference` on the same gradients if given; return the number of graphs dynamo built."""
     import torch._dynamo
 
     torch._dynamo.reset()
@@ -563,53 +561,46 @@ def test_compiled_step_compiles_once_not_once_per_step(name, convention):
         graphs.append(gm)
         return gm.forward
 
-    p = [x.detach().float().requires_grad_() for x in make_params()]
-    opt = cls(name)(p, lr=0.01, convention=convention)
-
     @torch.compile(backend=counting_backend)
     def step():
         opt.step()
 
-    for t in range(5):
-        for x in p:
+    ref_params = [] if reference is None else [p for g in reference.param_groups for p in g["params"]]
+    for t in range(steps):
+        for x in params:
             x.grad = torch.full_like(x, 0.1 * (t + 1))
+        for x, y in zip(params, ref_params):
+            y.grad = x.grad.clone()
         step()
-    assert len(graphs) <= 2, f"{len(graphs)} graphs for 5 steps"
-    assert float(opt.state[p[0]]["step"]) == 5.0
+        if reference is not None:
+            reference.step()
     torch._dynamo.reset()
+    return len(graphs)
+
+
+@pytest.mark.parametrize("name,convention", [("adam", "pytorch"), ("adam", "article"), ("adam", "keras"),
+                                             ("momentum", "pytorch")])
+def test_compiled_step_compiles_once_not_once_per_step(name, convention):
+    """The step count is a tensor, so dynamo does not specialise on it: one graph for the first
+    step (which creates the state), one for every step after."""
+    p = [x.detach().float().requires_grad_() for x in make_params()]
+    opt = cls(name)(p, lr=0.01, convention=convention)
+    graphs = compiled_steps(opt, p)
+    assert graphs <= 2, f"{graphs} graphs for 5 steps"
+    assert float(opt.state[p[0]]["step"]) == 5.0
 
 
 @pytest.mark.parametrize("choice", [{"foreach": True}, {"fused": True}])
 def test_compiled_step_on_torch_kernels_compiles_once(choice):
     """convention="pytorch" with foreach/fused (torch.optim's kernels) under torch.compile: at most
     two graphs for five steps, the numbers torch.optim's own compiled step gives."""
-    import torch._dynamo
-
-    torch._dynamo.reset()
-    graphs = []
-
-    def counting_backend(gm, example_inputs):
-        graphs.append(gm)
-        return gm.forward
-
     p = [x.detach().float().requires_grad_() for x in make_params()]
     q = [x.detach().clone().requires_grad_() for x in p]
     opt, ref = optim.Adam(p, lr=0.01, convention="pytorch", **choice), torch.optim.Adam(q, lr=0.01, **choice)
-
-    @torch.compile(backend=counting_backend)
-    def step():
-        opt.step()
-
-    for t in range(5):
-        for x, y in zip(p, q):
-            x.grad = torch.full_like(x, 0.1 * (t + 1))
-            y.grad = x.grad.clone()
-        step()
-        ref.step()
-    assert len(graphs) <= 2, f"{len(graphs)} graphs for 5 steps"
+    graphs = compiled_steps(opt, p, reference=ref)
+    assert graphs <= 2, f"{graphs} graphs for 5 steps"
     for x, y in zip(p, q):
         torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6)
-    torch._dynamo.reset()
 
 
 @pytest.mark.parametrize("name,convention", CASES, ids=IDS)

@@ -123,7 +123,7 @@ class RuleOptimizer(torch.optim.Optimizer):
                     count.add_(1)
                     step = count if tensor_step else int(count.item())
                 elif tensor_step:
-                    count = state["step"] = torch.tensor(count + 1.0, dtype=_step_dtype(),
+                    count = state["step"] = torch.tensor(count + 1.0, dtype=torch_kernels.step_dtype(fused=False),
                                                          device=param.device if capturable else "cpu")
                     step = count
                 else:
@@ -169,7 +169,7 @@ class RuleOptimizer(torch.optim.Optimizer):
             state = self.state[param]
             if not state:
                 state["step"] = 0
-                if self.rule_name not in ("sgd", "momentum"):  # torch's SGD buffer starts at the first step
+                if self.rule_name not in torch_kernels.STATE_AT_FIRST_STEP:
                     state.update(_tensor_state(rule, reals[-1]))
             states.append(state)
         if reals:
@@ -263,11 +263,6 @@ def _check_capturable(params: list[Tensor], name: str) -> None:
         if param.grad is not None and param.device.type not in _CAPTURABLE_DEVICES:
             raise AssertionError(f"{name}: if capturable=True, params and state_steps must be on supported devices: "
                                  f"{list(_CAPTURABLE_DEVICES)} (got {param.device}); use capturable=False on CPU")
-
-
-def _step_dtype() -> torch.dtype:
-    """torch.optim's dtype for state["step"]: float64 under a float64 default dtype, else float32."""
-    return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
 
 
 # Small tensors go through the rule together, in chunks of about this many elements: a chunk's
@@ -427,7 +422,7 @@ def _to_torch(state_dict: dict, opt: RuleOptimizer) -> dict:
     for index, saved in state_dict["state"].items():
         converted = {names[k]: v for k, v in saved.items() if k in names}
         if opt.rule_name not in ("sgd", "momentum"):  # torch.optim.SGD keeps no step
-            converted["step"] = torch.as_tensor(saved["step"], dtype=_step_dtype()).clone()
+            converted["step"] = torch.as_tensor(saved["step"], dtype=torch_kernels.step_dtype(fused=False)).clone()
         state[index] = converted
     groups = []
     for saved in state_dict["param_groups"]:

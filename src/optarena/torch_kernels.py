@@ -41,6 +41,9 @@ CLASS_NAMES = {"sgd": "SGD", "momentum": "SGD", "adagrad": "Adagrad", "rmsprop":
                "adamw": "AdamW", "adadelta": "Adadelta", "nadam": "NAdam"}
 # The optimizers with a fused torch kernel (torch.optim's `fused=True`; CPU and CUDA).
 FUSED = frozenset({"sgd", "momentum", "adagrad", "adam", "adamw"})
+# Those whose state torch creates at the first step (SGD's momentum buffer starts as the gradient):
+# their state starts empty here; the others start with the rule's initial state.
+STATE_AT_FIRST_STEP = frozenset({"sgd", "momentum"})
 
 
 def handles(name: str, rule: Rule, group: dict, grads: list[Tensor]) -> bool:

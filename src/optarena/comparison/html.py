@@ -6,22 +6,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import jinja2
-
 from optarena.comparison.result import fmt, hparams_text
+from optarena.report.html import template_environment
 
 if TYPE_CHECKING:
     from optarena.comparison.result import Comparison
 
 MAX_FAILURES = 20  # failed runs listed in the report; comparison.json lists them all
 
-_environment = jinja2.Environment(
-    loader=jinja2.PackageLoader("optarena.comparison", "templates"),
-    autoescape=True,
-    undefined=jinja2.StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
+_environment = template_environment("optarena.comparison")
 _environment.filters["num"] = fmt
 _environment.filters["hparams"] = hparams_text
 

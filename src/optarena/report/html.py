@@ -30,13 +30,19 @@ from optarena.report.format import MAX_LIST_ITEMS, flatten, format_value, jsonab
 
 DEFAULT_TITLE = "optarena — the article's claims, tested"
 
-_environment = jinja2.Environment(
-    loader=jinja2.PackageLoader("optarena.report", "templates"),
-    autoescape=True,
-    undefined=jinja2.StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
+def template_environment(package: str) -> jinja2.Environment:
+    """The jinja2 settings of every optarena page: `package`'s ``templates/`` folder, autoescaped
+    (text from users' code and results is escaped), undefined names an error, tidy whitespace."""
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader(package, "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+_environment = template_environment("optarena.report")
 
 
 def write_report(
