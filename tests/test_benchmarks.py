@@ -36,3 +36,17 @@ def test_step_speed_prints_a_row_per_problem():
     rows = [line for line in done.stdout.splitlines() if line.startswith("| ") and "---" not in line]
     assert [r.split("|")[1].strip() for r in rows[1:]] == ["rosenbrock", "breast_cancer_logreg"]
     assert rows[1].split("|")[2].strip() == "2" and rows[2].split("|")[2].strip() == "31"
+
+
+def test_scaling_quick_prints_every_table_with_every_run_done():
+    script = SCRIPT.with_name("scaling.py")
+    done = subprocess.run([sys.executable, str(script), "--quick"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = [line.split("|")[1:-1] for line in done.stdout.splitlines() if line.startswith("| ") and "---" not in line]
+    runs_rows = [r for r in rows if len(r) == 7 and r[0].strip() != "runs R"]
+    assert [r[0].strip() for r in runs_rows] == ["1", "8"] * 3
+    for r in runs_rows:
+        R = r[0].strip()
+        assert r[6].strip() == f"{R}/{R}" and float(r[2]) > 0 and float(r[4].replace(",", "")) > 0
+    size_rows = [r for r in rows if len(r) == 4 and r[0].strip() != "hidden"]
+    assert [r[0].strip() for r in size_rows] == ["64"] and size_rows[0][1].strip() == "4,810"

@@ -197,8 +197,8 @@ class RuleOptimizer(torch.optim.Optimizer):
         name = type(self).__name__
         if not rule.supports_sparse:
             raise ValueError(f"{name} does not support sparse gradients; AdaGrad and FTRL do")
-        decay = {k: v for k, v in rule.hparams().items() if k in ("weight_decay", "l2_shrinkage", "decoupled_weight_decay")}
-        if any(any_nonzero(v) for v in decay.values()):
+        if not rule.leaves_zero_rows():
+            decay = {k: v for k, v in rule.hparams().items() if k in rule.sparse_blockers}
             raise ValueError(f"{name}: {decay} is not compatible with sparse gradients (it touches every row)")
         grad = grad.coalesce()
         if grad.sparse_dim() != 1:

@@ -57,6 +57,11 @@ REVISIONS = [{
               "(worse than any finished run), instead of the mean with a diverged rerun scored at its starting "
               "loss (claims review: heavy-tailed log ratios)",
     "seen": "quick mode inconclusive (too short by the rule); no full-mode verdict had been computed",
+}, {
+    "date": "2026-12-03",
+    "change": "tuning selects each learning rate on the mean held-out loss over 3 seeds (suite.SELECTION_SEEDS), "
+              "as the other tuned studies do, instead of one seed (issue 12: selection on >= 3 seeds)",
+    "seen": "full mode inconclusive, Nadam over Adam +0.1% [-0.6, +5.7] (1,000 steps, selection on seed 0)",
 }]
 EFFECT_NAME = "Nadam over Adam held-out loss - 1, in % (median over seeds and cells; < 0: Nadam better)"
 CLAIM = Claim(ID, TEXT_ZH, TEXT_EN, RULE, effect_name=EFFECT_NAME, margin=MARGIN, revisions=REVISIONS,

@@ -101,12 +101,13 @@ def deep_studies(quick: bool) -> tuple[TunedStudy, ...]:
     if quick:
         return tuple(
             TunedStudy(study_name("deep", p, True), DEEP_QUICK_OPTIMIZERS, DEEP_CONVENTION, DEEP_QUICK_BUDGET,
-                       DEEP_QUICK_SEEDS, setup=Setup(DEEP_QUICK_STEPS), lr_range=DEEP_QUICK_LR_RANGE, fixed=DEEP_FIXED)
+                       DEEP_QUICK_SEEDS, setup=Setup(DEEP_QUICK_STEPS), lr_range=DEEP_QUICK_LR_RANGE, fixed=DEEP_FIXED,
+                       selection_seeds=SELECTION_SEEDS)
             for p in DEEP_PROBLEMS
         )
     return tuple(
         TunedStudy(study_name("deep", p, False), DEEP_FULL_OPTIMIZERS, DEEP_CONVENTION, DEEP_FULL_BUDGET,
-                   DEEP_FULL_SEEDS, setup=Setup(DEEP_FULL_STEPS), fixed=DEEP_FIXED)
+                   DEEP_FULL_SEEDS, setup=Setup(DEEP_FULL_STEPS), fixed=DEEP_FIXED, selection_seeds=SELECTION_SEEDS)
         for p in DEEP_PROBLEMS
     )
 

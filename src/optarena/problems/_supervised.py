@@ -67,13 +67,20 @@ class SupervisedProblem(abc.ABC):
     # The engine may pass one minibatch per distinct seed, (U, B), and each run's row of it (slot).
     accepts_grouped_batches = True
 
-    def loss(self, params: dict[str, Tensor], batch: tuple[Tensor], slot: Tensor | None = None) -> Tensor:
-        rows = batch[0].to(self.device)
-        x, y = self.x_train[rows], self.y_train[rows]
+    def loss(self, params: dict[str, Tensor], batch: tuple[Tensor, ...], slot: Tensor | None = None) -> Tensor:
+        x, y = self.examples(batch)
         if slot is None:
             return self.example_loss(self.forward(params, x), y).mean(-1)
         y = y.expand(len(slot), -1) if y.shape[0] == 1 else y[slot]
         return self.example_loss(self.forward_grouped(params, x, slot), y).mean(-1)
+
+    def examples(self, batch: tuple[Tensor, ...]) -> tuple[Tensor, Tensor]:
+        """(inputs, targets) of a minibatch: `batch` is (rows,), row numbers of the training split,
+        or already the pair (inputs, targets) (what a sparse problem's ``restrict`` returns)."""
+        if len(batch) == 2:
+            return batch[0], batch[1]
+        rows = batch[0].to(self.device)
+        return self.x_train[rows], self.y_train[rows]
 
     def forward_grouped(self, params: dict[str, Tensor], x: Tensor, slot: Tensor) -> Tensor:
         """Outputs (R, B, ...) from one input batch per seed, x (U, B, ...); by default each run

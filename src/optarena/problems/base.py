@@ -22,6 +22,10 @@ so one engine loop serves them all:
   optimised but changes during training (BatchNorm running statistics). The engine holds it beside
   the parameters and passes it as ``loss(..., buffers=buffers)`` (which may update it in place) and
   ``evaluate(params, buffers=buffers)``; problems without it are called without the keyword.
+- optionally ``restrict(batch) -> (columns, batch')``: for sparse features, per parameter the
+  columns (last dimension, sorted) that the minibatch reaches, and the minibatch for the parameters
+  restricted to them: ``loss(restricted params, batch')`` equals ``loss(params, batch)`` and the
+  gradient is zero outside those columns. The engine then never builds the dense gradient.
 - ``loss_bound``: a loss above this (or non-finite) marks a run diverged.
 - ``default_steps``, ``batch_size``: sensible defaults for studies.
 """

@@ -16,6 +16,8 @@ from optarena.problems import _nn
 from optarena.problems._checks import check_float, check_int
 from optarena.problems._supervised import SupervisedProblem
 
+# Evaluation gathers from this many bytes of weights at a time (a few runs; about an L2/L3 cache).
+EVAL_CACHE_BYTES = 2**23
 # A feature seen between 1 and this many times in training counts as rare.
 RARE_MAX_COUNT = 5
 
@@ -53,11 +55,32 @@ class _SparseLogistic(SupervisedProblem):
         runs, batch, k = ids.shape
         return torch.gather(w, 1, ids.reshape(runs, batch * k)).view(runs, batch, k).sum(-1) + w[:, -1:]
 
+    def restrict(self, batch: tuple[Tensor, ...]) -> tuple[dict[str, Tensor], tuple[Tensor, Tensor]]:
+        """The columns of w that a minibatch reaches, and the minibatch as w restricted to them sees it.
+
+        Returns ({"w": columns}, (ids, labels)): columns are the minibatch's feature ids (sorted,
+        over every run's minibatch) followed by the bias column; ids are renumbered into them. Then
+        ``loss({"w": w[:, columns]}, (ids, labels))`` equals ``loss({"w": w}, batch)``, and the
+        gradient of w is zero outside columns: the engine differentiates and, for rules that leave
+        zero-gradient coordinates alone, updates only those columns."""
+        ids, labels = self.examples(batch)
+        columns, local = torch.unique(ids, sorted=True, return_inverse=True)
+        columns = torch.cat([columns, columns.new_full((1,), self.n_features)])
+        return {"w": columns}, (local, labels)
+
     def evaluate(self, params: dict[str, Tensor]) -> dict[str, Tensor]:
         metrics = super().evaluate(params)
         with torch.no_grad():
             metrics["rare_weight_error"] = self.rare_weight_error(params)
         return metrics
+
+    def _means(self, params: dict[str, Tensor], x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """As for every supervised problem, a few runs at a time: the gathers then read a table
+        that stays in cache (one run's w is 4 MB for sparse_ctr), instead of R of them at random."""
+        w = params["w"]
+        runs = max(1, EVAL_CACHE_BYTES // (w.shape[-1] * w.element_size()))
+        parts = [super(_SparseLogistic, self)._means({"w": w[i:i + runs]}, x, y) for i in range(0, w.shape[0], runs)]
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
     def rare_weight_error(self, params: dict[str, Tensor]) -> Tensor:
         """RMS of w[r, j] - w_true[j] over the rare features j (seen 1 to 5 times in training): (R,)."""

@@ -60,8 +60,12 @@ def any_nonzero(h: HP) -> bool:
 class Rule(abc.ABC):
     name: ClassVar[str] = ""
     # Whether apply_ on the gathered rows of a sparse gradient equals the dense update (rows
-    # with zero gradient are left unchanged by the dense formula).
+    # with zero gradient are left unchanged by the dense formula), unless a field of
+    # ``sparse_blockers`` is non-zero (see :meth:`leaves_zero_rows`).
     supports_sparse: ClassVar[bool] = False
+    # Fields that, when non-zero, make a zero gradient still change the parameter or the state
+    # (weight decay reaches every coordinate).
+    sparse_blockers: ClassVar[tuple[str, ...]] = ("weight_decay", "l2_shrinkage", "decoupled_weight_decay")
     # False: apply_ receives (R, *shape) tensors with a leading run dimension (see module docstring).
     elementwise: ClassVar[bool] = True
     # True: to_eval_ / to_train_ move the parameter between training and evaluation points.
@@ -87,6 +91,14 @@ class Rule(abc.ABC):
             lr = self.learning_rate()
             param.mul_(1 - lr * self.decoupled_weight_decay)
         self.apply_(param, grad, state, step)
+
+    def leaves_zero_rows(self) -> bool:
+        """Whether this rule, with these hyperparameters, leaves every coordinate whose gradient is
+        zero exactly as it was (parameter and state). Then updating only the coordinates that a
+        sparse gradient reaches equals the dense update; the drop-ins (sparse gradients) and the
+        engine (sparse problems) rely on it."""
+        return self.supports_sparse and not any(
+            any_nonzero(getattr(self, k)) for k in self.sparse_blockers if hasattr(self, k))
 
     def learning_rate(self) -> HP:
         """The step size the decoupled weight decay is scaled by (``lr`` for every rule here)."""
