@@ -19,14 +19,18 @@ from test_claim_m1 import quoted
 STEPS = 400
 
 
-def traces(adagrad: str, rmsprop: str, problems=("noisy_quadratic", "quadratic_deepobs"), seeds=(1, 2, 3)) -> dict:
+def traces(adagrad: str, rmsprop: str, problems=("noisy_quadratic", "quadratic_deepobs"), seeds=(1, 2, 3),
+           final_loss=(0.2, 0.1), status=("done", "done")) -> dict:
+    """Fabricated M2 studies: effective-step traces of the given kinds and, per optimizer (AdaGrad,
+    RMSprop), a final training loss (times 1 + 1% per seed) and a status."""
     out = {}
     for problem in problems:
         runs = []
-        for o, kind in (("adagrad", adagrad), ("rmsprop", rmsprop)):
+        for (o, kind), loss, st in zip((("adagrad", adagrad), ("rmsprop", rmsprop)), final_loss, status):
             for lr in (0.01, 0.1):
                 for s in seeds:
-                    runs.append(syn.run(problem, o, {"lr": lr}, s, STEPS, final={"val_loss": 0.1},
+                    runs.append(syn.run(problem, o, {"lr": lr}, s, STEPS, status=st,
+                                        final={"val_loss": 0.1, "train_loss": loss * (1 + 0.01 * s)},
                                         trace={"effective_step": syn.effective_step_trace(STEPS, kind, lr, seed=s + 100 * (o == "rmsprop"))}))
         out[m2.name(problem, True)] = syn.fixed(m2.name(problem, True), problem, runs, ("effective_step",))
     return out
@@ -79,6 +83,32 @@ def test_verdict_supported_when_adagrad_decays_and_rmsprop_does_not():
     v = m2.verdict(traces("decay", "flat"))
     assert v.verdict == "supported" and v.effect < 0 and v.ci95[1] < 0
     assert v.details["adagrad_shrink"]["mean"] < -0.3
+
+
+def test_the_consequence_is_co_primary():
+    """The step shrinks in both; AdaGrad ending above RMSprop (a stall) is needed for support."""
+    stalled = m2.verdict(traces("decay", "flat", final_loss=(0.2, 0.1)))
+    assert stalled.details["consequence"] == "supported" and stalled.verdict == "supported"
+    assert stalled.details["stall_log_ratio"]["median"] == pytest.approx(math.log(2.0), rel=1e-6)
+    ahead = m2.verdict(traces("decay", "flat", final_loss=(0.05, 0.1)))
+    assert ahead.details["mechanism"] == "supported" and ahead.details["consequence"] == "contradicted"
+    assert ahead.verdict == "inconclusive" and "consequence" in ahead.summary.lower()
+    even = m2.verdict(traces("decay", "flat", final_loss=(0.1, 0.1)))
+    assert even.details["consequence"] == "inconclusive" and even.verdict == "inconclusive"
+
+
+def test_a_diverged_rmsprop_run_is_ranked_not_scored():
+    results = traces("decay", "flat", final_loss=(0.2, 0.1))
+    for result in results.values():
+        for r in result.runs:
+            if r.trial.optimizer == "rmsprop" and r.trial.seed == 1:
+                r.status = "diverged"
+    v = m2.verdict(results)
+    stall = v.details["stall_log_ratio"]
+    assert stall["pairs"] == 12 and stall["diverged_pairs"] == 4
+    # 4 of 12 pairs favour AdaGrad by a divergence (-inf), 8 favour RMSprop by ln 2: the median is
+    # finite (only the order of the infinities counts)
+    assert stall["median"] == pytest.approx(math.log(2.0), rel=0.05) and stall["ci95"][0] < stall["median"]
 
 
 def test_verdict_contradicted_when_adagrad_does_not_shrink():

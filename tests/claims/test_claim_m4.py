@@ -21,19 +21,22 @@ PROBLEM = "noisy_quadratic"
 D = 20  # noisy_quadratic's parameters
 
 
-def results(size_with, size_without, seeds=(1, 2, 3), lrs=(1e-3, 1e-2), problems=(PROBLEM, "quadratic_deepobs")) -> dict:
-    """Runs whose first steps have the given size in units of lr * sqrt(d) (a list: one per seed)."""
+def results(size_with, size_without, seeds=(1, 2, 3), lrs=(1e-3, 1e-2), problems=(PROBLEM, "quadratic_deepobs"),
+            loss_with=0.8, loss_without=1.0, status_without="done") -> dict:
+    """Runs whose first steps have the given size in units of lr * sqrt(d) (a list: one per seed),
+    whose minibatch losses are `loss_with` / `loss_without` (times 1 + 1% per seed) from a start of 1."""
     out = {}
     for problem in problems:
         d = m4.n_parameters(problem)
         runs = []
-        for bc, size in ((True, size_with), (False, size_without)):
+        for bc, size, loss, status in ((True, size_with, loss_with, "done"), (False, size_without, loss_without, status_without)):
             for lr in lrs:
                 for s in seeds:
                     v = size[s % len(size)] if isinstance(size, (list, tuple)) else size
                     norm = [v * lr * math.sqrt(d)] * m4.STEPS
-                    runs.append(syn.run(problem, "adam", {"lr": lr, "bias_correction": bc}, s, m4.STEPS,
-                                        final={"val_loss": 1.0}, trace={"update_norm": norm, "loss": [1.0] * m4.STEPS}))
+                    runs.append(syn.run(problem, "adam", {"lr": lr, "bias_correction": bc}, s, m4.STEPS, status=status,
+                                        final={"val_loss": 1.0, "train_loss": 1.0},
+                                        trace={"update_norm": norm, "loss": [loss * (1 + 0.01 * s)] * m4.STEPS}))
         out[m4.name(problem, True)] = syn.fixed(m4.name(problem, True), problem, runs, ("update_norm", "loss"))
     return out
 
@@ -85,6 +88,46 @@ def test_verdict_supported_when_uncorrected_steps_are_too_large():
     assert v.verdict == "supported"
     assert v.effect == pytest.approx(np.mean([math.log10(x) for x in (4.0, 5.0, 4.5)]) - np.mean(
         [abs(math.log10(x)) for x in (0.9, 1.0, 0.95)]), abs=1e-9)
+
+
+def test_the_consequence_is_co_primary():
+    """The bias is removed in all three; the early loss decides whether that is supported."""
+    lower = m4.verdict(results(1.0, 4.0, loss_with=0.8, loss_without=1.0))
+    assert lower.details["consequence"] == "supported" and lower.verdict == "supported"
+    assert lower.details["early_gain"]["median"] == pytest.approx(0.2, rel=0.05)
+    higher = m4.verdict(results(1.0, 4.0, loss_with=1.0, loss_without=0.8))
+    assert higher.details["mechanism"] == "supported" and higher.details["consequence"] == "contradicted"
+    assert higher.verdict == "inconclusive" and "consequence" in higher.summary.lower()
+    assert m4.verdict(results(1.0, 4.0, loss_with=1.0, loss_without=1.0)).details["consequence"] == "inconclusive"
+
+
+def test_instability_without_the_correction_counts_for_it():
+    """Uncorrected runs that diverge are ranked worse than any corrected one: +inf gains."""
+    data = results(1.0, 4.0, loss_with=1.0, loss_without=0.9)  # uncorrected runs lower, but seed 1's diverge
+    for result in data.values():
+        for r in result.runs:
+            if not r.trial.hparams["bias_correction"] and r.trial.seed == 1:
+                r.status = "diverged"
+    gain = m4.verdict(data).details["early_gain"]
+    assert gain["pairs"] == 12 and gain["diverged_pairs"] == 4
+    assert gain["median"] < 0  # 8 pairs favour no correction: the divergences count by rank only
+    data = results(1.0, 4.0, loss_with=0.9, loss_without=1.0)
+    for result in data.values():
+        for r in result.runs:
+            if not r.trial.hparams["bias_correction"] and r.trial.seed in (1, 2):
+                r.status = "diverged"
+    v = m4.verdict(data)
+    assert v.details["early_gain"]["median"] == math.inf and v.details["consequence"] == "supported"
+
+
+def test_early_gain_of_one_pair():
+    a = syn.run(PROBLEM, "adam", {"lr": 1e-3, "bias_correction": False}, 1, 50, final={"train_loss": 2.0},
+                trace={"loss": [1.5] * 50})
+    b = syn.run(PROBLEM, "adam", {"lr": 1e-3, "bias_correction": True}, 1, 50, final={"train_loss": 2.0},
+                trace={"loss": [1.0] * 50})
+    assert m4.early_gain(a, b) == pytest.approx(0.25)  # (1.5 - 1.0) / 2.0
+    gone = syn.run(PROBLEM, "adam", {"lr": 1e-3, "bias_correction": True}, 1, 50, status="diverged", final={"train_loss": 2.0})
+    assert m4.early_gain(a, gone) == -math.inf and m4.early_gain(gone, b) == math.inf and m4.early_gain(gone, gone) == 0.0
 
 
 def test_verdict_contradicted_when_there_is_no_bias_to_fix():

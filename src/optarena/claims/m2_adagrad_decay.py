@@ -16,7 +16,8 @@ from optarena import stats
 from optarena.claims.base import Claim, Verdict, mode
 from optarena.plots import Plot, Series
 from optarena.study import Study, StudyKey, StudyResult, Sweep, by_kind
-from optarena.claims.measures import band, effective_steps, finite_mean, log_points
+from optarena.claims import suite
+from optarena.claims.measures import band, co_primary, direction, effective_steps, finite_mean, log_points
 from optarena.trial import RunResult, Trial
 
 ID = "M2"
@@ -52,10 +53,22 @@ RULE = (
     "95% bootstrap interval. Supported if AdaGrad's mean shrink is below -0.3 decades (at least halved) "
     "with its interval below 0, and the effect's interval lies below 0 (AdaGrad's shrinks more than "
     "RMSprop's). Contradicted if AdaGrad's shrink interval lies above -0.1 (no real shrinking) or the "
-    f"effect's interval lies above 0. Otherwise, or with fewer than {MIN_PAIRS} pairs, inconclusive."
+    f"effect's interval lies above 0. Otherwise, or with fewer than {MIN_PAIRS} pairs, inconclusive. "
+    "Co-primary, the consequence (a stall): per (problem, lr, seed), ln(final training loss of AdaGrad / "
+    "that of RMSprop at the same lr), median over pairs (a diverged run ranked worse than any finished one) "
+    "with its 95% percentile bootstrap interval; shown if the interval lies above 0 (AdaGrad ends higher: "
+    "its shrinking step stalled it), refuted if below 0. The verdict is supported only if the mechanism is "
+    "supported and the consequence shown; contradicted if the mechanism is contradicted; else inconclusive."
 )
+REVISIONS = [{
+    "date": "2026-12-03",
+    "change": "the consequence (AdaGrad's final training loss against RMSprop's at the same lr: a stall) "
+              "made a co-primary measure beside the mechanism (the claims review and issue 12)",
+    "seen": "full mode supported on the mechanism alone, -0.876 decades [-0.994, -0.758]; the consequence "
+            "had not been computed",
+}]
 CLAIM = Claim(
-    ID, TEXT_ZH, TEXT_EN, RULE, kind=KIND,
+    ID, TEXT_ZH, TEXT_EN, RULE, kind=KIND, revisions=REVISIONS,
     effect_name="shrink(AdaGrad) - shrink(RMSprop), decades of effective step size from the first to the last 10% of steps",
 )
 
@@ -94,6 +107,12 @@ def shrink(run: RunResult, window: float = WINDOW) -> float:
     if not (first > 0 and last > 0):
         return math.nan
     return float(np.log10(last / first))
+
+
+def final_loss(run: RunResult) -> float:
+    """The final training loss; +inf for a run that diverged or failed (ranked, not scored)."""
+    v = run.final.get("train_loss", math.inf) if run.status == "done" else math.inf
+    return v if math.isfinite(v) else math.inf
 
 
 def late_slope(run: RunResult) -> float:
@@ -136,11 +155,16 @@ def verdict(results: dict[str, StudyResult]) -> Verdict:
         return CLAIM.inconclusive("No M2 runs in the results.")
     values: dict[tuple[str, str, float, int], float] = {}
     slopes: dict[tuple[str, str, float, int], float] = {}
+    finals: dict[tuple[str, str, float, int], float] = {}
     for problem, result in mine.items():
         for r in result.runs:
             k = (problem, r.trial.optimizer, float(r.trial.hparams["lr"]), int(r.trial.seed))
             values[k] = shrink(r)
             slopes[k] = late_slope(r)
+            finals[k] = final_loss(r)
+    pairs = sorted(k for k in finals if k[1] == "adagrad" and (k[0], "rmsprop", k[2], k[3]) in finals)
+    stall = suite.paired_log_ratio(np.array([finals[k] for k in pairs]),
+                                   np.array([finals[(k[0], "rmsprop", k[2], k[3])] for k in pairs]))
     ada, rms = [], []
     for (problem, o, lr, s), v in sorted(values.items()):
         w = values.get((problem, "rmsprop", lr, s), math.nan)
@@ -154,7 +178,9 @@ def verdict(results: dict[str, StudyResult]) -> Verdict:
     ada_mean, ada_lo, ada_hi = stats.mean_ci(ada)
     rms_mean, rms_lo, rms_hi = stats.mean_ci(rms)
     diff = stats.paired_difference(ada, rms)
-    outcome = decide(ada_mean, (ada_lo, ada_hi), diff["ci95"], len(ada))
+    mechanism = decide(ada_mean, (ada_lo, ada_hi), diff["ci95"], len(ada))
+    consequence = direction(stall["ci95"]) if stall["n"] >= MIN_PAIRS else "inconclusive"
+    outcome = co_primary(mechanism, consequence)
 
     per_problem = {}
     for problem in mine:
@@ -171,9 +197,16 @@ def verdict(results: dict[str, StudyResult]) -> Verdict:
         f"From the first to the last 10% of the steps AdaGrad's effective step changed by {ada_mean:+.2f} decades "
         f"(95% CI [{ada_lo:+.2f}, {ada_hi:+.2f}]), RMSprop's by {rms_mean:+.2f} ([{rms_lo:+.2f}, {rms_hi:+.2f}]); "
         f"difference {diff['mean']:+.2f} decades [{diff['ci95'][0]:+.2f}, {diff['ci95'][1]:+.2f}] over {len(ada)} "
-        f"(problem, lr, seed) pairs on {', '.join(sorted(mine))}."
+        f"(problem, lr, seed) pairs on {', '.join(sorted(mine))}: mechanism {mechanism}. Consequence: AdaGrad's "
+        f"final training loss over RMSprop's at the same lr, median ratio {math.exp(stall['median']):.3g} "
+        f"(95% CI [{math.exp(stall['ci95'][0]):.3g}, {math.exp(stall['ci95'][1]):.3g}], {stall['n']} pairs, "
+        f"{stall['diverged_pairs']} with a diverged run; > 1: AdaGrad stalled): {consequence}."
     )
     details = {
+        "mechanism": mechanism,
+        "consequence": consequence,
+        "stall_log_ratio": {"median": stall["median"], "ci95": list(stall["ci95"]), "pairs": stall["n"],
+                            "diverged_pairs": stall["diverged_pairs"]},
         "adagrad_shrink": {"mean": ada_mean, "ci95": [ada_lo, ada_hi]},
         "rmsprop_shrink": {"mean": rms_mean, "ci95": [rms_lo, rms_hi]},
         "pairs": len(ada),

@@ -16,6 +16,7 @@ import numpy as np
 
 from optarena import problems, stats
 from optarena.claims.base import Claim, Verdict, mode
+from optarena.claims.measures import co_primary, direction
 from optarena.plots import Plot, Series
 from optarena.rules import defaults
 from optarena.study import Study, StudyKey, StudyResult, Sweep, by_kind
@@ -44,11 +45,24 @@ RULE = (
     f"Supported if the interval lies above log10(1.5) = {BIASED:.3f} decades (the correction removes a real "
     "early-step bias) and corrected runs' mean distortion is below log10(2) (their first steps are about lr "
     "in size); contradicted if the interval lies below log10(1.5) (no bias worth the name is removed, or the "
-    f"correction adds one); otherwise, or with fewer than {MIN_PAIRS} pairs, inconclusive. Reported beside "
-    "it, not deciding: the early loss (mean minibatch loss over the first 10 and 50 steps) with and without."
+    f"correction adds one); otherwise, or with fewer than {MIN_PAIRS} pairs, inconclusive. Co-primary, the "
+    "consequence (early loss or instability): per (problem, lr, seed), (E50 without - E50 with) / L0, with "
+    "E50 the mean minibatch loss over the first 50 steps and L0 the starting training loss; a run that "
+    "diverged is ranked worse than any finished one; median over pairs with its 95% percentile bootstrap "
+    "interval; shown if the interval lies above 0 (the correction lowers the early loss or avoids the "
+    "instability), refuted if below 0. The verdict is supported only if the mechanism is supported and the "
+    "consequence shown; contradicted if the mechanism is contradicted; else inconclusive. Reported beside "
+    "it: the mean early loss over the first 10 and 50 steps with and without."
 )
+REVISIONS = [{
+    "date": "2026-12-03",
+    "change": "the consequence (the early loss relative to the start, a diverged run ranked) made a co-primary "
+              "measure beside the mechanism, instead of a figure reported beside it (the claims review and issue 12)",
+    "seen": "full mode supported on the mechanism alone, 0.407 decades [0.363, 0.451]; the mean early losses "
+            "(not deciding) had been reported per problem",
+}]
 CLAIM = Claim(
-    ID, TEXT_ZH, TEXT_EN, RULE, kind=KIND,
+    ID, TEXT_ZH, TEXT_EN, RULE, kind=KIND, revisions=REVISIONS,
     effect_name="distortion of the first 10 steps' size from lr per coordinate, without minus with bias correction (decades)",
 )
 
@@ -103,6 +117,28 @@ def early_loss(run: RunResult, steps: int) -> float:
     return float(np.mean(loss)) if run.status == "done" and len(loss) == steps else math.nan
 
 
+def early_gain(without: RunResult, with_: RunResult, steps: int = 50) -> float:
+    """(E50 without - E50 with) / L0 for one pair (> 0: the correction lowered the early loss); a
+    diverged or failed run is ranked: +inf where only the uncorrected one did, -inf where only the
+    corrected one did, 0 where both did."""
+    bad_without, bad_with = without.status != "done", with_.status != "done"
+    if bad_without or bad_with:
+        return 0.0 if bad_without and bad_with else (math.inf if bad_without else -math.inf)
+    start = with_.curve.get("train_loss", [math.nan])[0]
+    a, b = early_loss(without, steps), early_loss(with_, steps)
+    return (a - b) / abs(start) if start else math.nan
+
+
+def consequence(gains: list[float]) -> dict:
+    """Median early gain over pairs and its 95% percentile bootstrap interval (infinities ordered)."""
+    g = np.asarray([x for x in gains if not math.isnan(x)], dtype=float)
+    if g.size < MIN_PAIRS:
+        return {"median": math.nan, "ci95": (math.nan, math.nan), "pairs": int(g.size), "outcome": "inconclusive"}
+    ci = stats.bootstrap_ci(g, np.median, quantiles="inverted_cdf")
+    return {"median": float(np.median(g)), "ci95": (float(ci[0]), float(ci[1])), "pairs": int(g.size),
+            "diverged": int(np.isinf(g).sum()), "outcome": direction(ci)}
+
+
 def decide(ci: tuple[float, float], corrected_distortion: float, n_pairs: int) -> str:
     """The rule on the interval of distortion(without) - distortion(with) and the corrected mean distortion."""
     if n_pairs < MIN_PAIRS or not all(math.isfinite(x) for x in (*ci, corrected_distortion)):
@@ -123,10 +159,12 @@ def verdict(results: dict[str, StudyResult]) -> Verdict:
         return CLAIM.inconclusive("No M4 runs in the results.")
     size, loss10, loss50 = {}, {}, {}
     dims = {}
+    runs = {}
     for problem, result in mine.items():
         dims[problem] = n_parameters(problem)
         for r in result.runs:
             k = (problem, bool(r.trial.hparams.get("bias_correction", True)), float(r.trial.hparams["lr"]), int(r.trial.seed))
+            runs[k] = r
             size[k] = first_step_size(r, dims[problem])
             loss10[k] = early_loss(r, 10)
             loss50[k] = early_loss(r, 50)
@@ -144,7 +182,10 @@ def verdict(results: dict[str, StudyResult]) -> Verdict:
                                   problems=sorted(mine), seeds=seeds, run_keys=keys)
     diff = stats.paired_difference(without, with_)
     corrected = float(np.mean(with_))
-    outcome = decide(diff["ci95"], corrected, len(without))
+    mechanism = decide(diff["ci95"], corrected, len(without))
+    early = consequence([early_gain(r, runs[(p, True, lr, s)]) for (p, bc, lr, s), r in sorted(runs.items())
+                         if not bc and (p, True, lr, s) in runs])
+    outcome = co_primary(mechanism, early["outcome"])
     ratio = stats.mean_ci(np.log10(np.asarray(raw_without) / np.asarray(raw_with)))
 
     per_problem = {}
@@ -166,9 +207,16 @@ def verdict(results: dict[str, StudyResult]) -> Verdict:
         f"Over the first {FIRST} steps, steps without bias correction averaged {mean_without:.2f} x lr per coordinate "
         f"and with it {mean_with:.2f} (steady-gradient theory: {expected_ratio():.2f} and 1); the correction removed "
         f"{diff['mean']:.2f} decades of distortion, 95% CI [{diff['ci95'][0]:.2f}, {diff['ci95'][1]:.2f}], over "
-        f"{len(without)} (problem, lr, seed) pairs on {', '.join(sorted(mine))}."
+        f"{len(without)} (problem, lr, seed) pairs on {', '.join(sorted(mine))}: mechanism {mechanism}. "
+        f"Consequence: the correction lowered the mean loss of the first 50 steps by a median {early['median']:+.3g} "
+        f"of the starting loss (95% CI [{early['ci95'][0]:+.3g}, {early['ci95'][1]:+.3g}], {early['pairs']} pairs, "
+        f"{early.get('diverged', 0)} with a diverged run): {early['outcome']}."
     )
     details = {
+        "mechanism": mechanism,
+        "consequence": early["outcome"],
+        "early_gain": {"median": early["median"], "ci95": list(early["ci95"]), "pairs": early["pairs"],
+                       "diverged_pairs": early.get("diverged", 0)},
         "first_steps": FIRST,
         "mean_step_size_without": mean_without,
         "mean_step_size_with": mean_with,

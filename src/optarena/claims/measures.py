@@ -41,3 +41,25 @@ def band(runs: list[RunResult], points: np.ndarray) -> tuple[list, list, list]:
     with warnings.catch_warnings():  # a step where every run's gradient was exactly 0 stays NaN
         warnings.simplefilter("ignore", RuntimeWarning)
         return np.nanmedian(m, 0).tolist(), np.nanmin(m, 0).tolist(), np.nanmax(m, 0).tolist()
+
+
+def direction(ci: tuple[float, float]) -> str:
+    """A consequence's outcome from the 95% interval of its paired effect (> 0: the claimed
+    direction): supported above 0, contradicted below 0, else inconclusive."""
+    low, high = ci
+    if math.isnan(low) or math.isnan(high):
+        return "inconclusive"
+    if low > 0:
+        return "supported"
+    if high < 0:
+        return "contradicted"
+    return "inconclusive"
+
+
+def co_primary(mechanism: str, consequence: str) -> str:
+    """A mechanism check decided with its consequence as co-primary measure (issue 12): supported
+    only when both are, contradicted when the mechanism is; otherwise inconclusive (the mechanism
+    holds but its consequence was not shown, or the other way round)."""
+    if mechanism == "contradicted":
+        return "contradicted"
+    return "supported" if mechanism == consequence == "supported" else "inconclusive"
