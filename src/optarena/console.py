@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -146,6 +147,9 @@ def progress(total: int, label: str, enabled: bool = True) -> Iterator[Callable[
     if not enabled:
         yield lambda n: None
         return
+    if not stderr.is_terminal:  # a log file: a plain line now and then instead of a live bar
+        yield _log_lines(total, label)
+        return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("runs"),
@@ -159,6 +163,43 @@ def progress(total: int, label: str, enabled: bool = True) -> Iterator[Callable[
     advance.describe = lambda text: bar.update(task, description=text)  # type: ignore[attr-defined]
     with bar:
         yield advance
+
+
+LOG_EVERY_S = 60.0
+"""Seconds between progress lines when stderr is not a terminal (a log file, CI)."""
+
+
+def _log_lines(total: int, label: str) -> Callable[[int], None]:
+    """advance(n) that writes ``<label>: <done>/<total> runs (<p>%), <elapsed> elapsed, ETA <eta>``
+    to stderr at most every `LOG_EVERY_S` seconds, and once when the total is reached."""
+    started = _now()
+    state = {"done": 0, "total": total, "last": started, "label": label, "final": False}
+
+    def line(now: float) -> str:
+        done, total = state["done"], max(state["total"], state["done"])
+        elapsed = now - started
+        eta = f", ETA {_minutes(elapsed / done * (total - done))}" if 0 < done < total else ""
+        share = f" ({100 * done / total:.0f}%)" if total else ""
+        return f"{state['label']}: {done:,}/{total:,} runs{share}, {_minutes(elapsed)} elapsed{eta}"
+
+    def advance(n: int) -> None:
+        state["done"] += n
+        now = _now()
+        finished = bool(state["total"]) and state["done"] >= state["total"]
+        if now - state["last"] >= LOG_EVERY_S or (finished and not state["final"]):
+            stderr.print(line(now), markup=False, highlight=False, soft_wrap=True)
+            state["last"], state["final"] = now, finished
+
+    advance.describe = lambda text: state.update(label=text)  # type: ignore[attr-defined]
+    return advance
+
+
+def _now() -> float:
+    return time.monotonic()
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
 
 
 # ---- running a command ------------------------------------------------------------------------------
