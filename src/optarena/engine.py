@@ -17,6 +17,11 @@ A run whose loss leaves the finite range or exceeds ``problem.loss_bound`` is ma
 step and frozen: its parameters are held where they were, the others go on. Costs nothing until a
 run diverges (one host sync per step decides it).
 
+Memory stays bounded (a stack over `MEMORY_BUDGET` is trained in parts) and cost per run stays flat
+as runs are added: a problem with sparse features (``restrict``) is differentiated on the columns a
+minibatch reaches only (`_SparseGradient`), and a large update is applied a block of runs at a time
+(`UPDATE_BLOCK_BYTES`). Both are bitwise the plain computation.
+
 ``run(problem, trials)`` must give, for every run r, what ``loop.run_sequential(problem, [trial_r])`` gives:
 the plain loop with ``optarena.optim`` that users write today (tested: to 1e-5; bitwise for a trial
 alone, and bitwise for the same trials in any order).
@@ -104,9 +109,10 @@ def run(
     """Train every trial of `problem` at once; results in the order of `trials`.
 
     Trials of different lengths are run as separate stacks, and so are parts of a stack that would
-    take more than `memory_budget` bytes (`runs_per_stack`: a study of any size fits in memory). A trial whose hyperparameters are
-    invalid is returned as "failed" with the error; an exception inside the batched computation
-    fails every run of that stack (with the traceback) and the other stacks go on.
+    take more than `memory_budget` bytes (`runs_per_stack`: a study of any size fits in memory). A
+    trial whose hyperparameters are invalid is returned as "failed" with the error; an exception
+    inside the batched computation fails every run of that stack (with the traceback) and the other
+    stacks go on.
     """
     for t in trials:
         if t.problem != problem.name:
