@@ -42,7 +42,7 @@ from torch import Tensor
 
 from optarena import rules, schedules
 from optarena.problems.base import Problem, seed_generator
-from optarena.rules.base import Rule
+from optarena.rules.base import Rule, update_at_
 from optarena.trial import RunResult, Trial
 
 TRACES = ("params", "loss", "update_norm", "grad_norm", "effective_step")
@@ -308,8 +308,6 @@ def _train(problem, trials, resolved, steps, device, trace, progress) -> list[Ru
                     else:
                         _update_(g, k, grad[g.start:g.stop], step + 1)
                 started = clock.add(i, started)
-            if sparse is not None and sparse.lazy:
-                sparse.write_back_(params)
             if frozen_rows is not None:  # a diverged run is frozen: its NaNs cannot reach the others
                 for k in names:
                     params[k].detach().index_copy_(0, frozen_rows, frozen[k])
@@ -370,8 +368,8 @@ class _SparseGradient:
 
     - lazy (every group's rule leaves coordinates with a zero gradient unchanged,
       `Rule.leaves_zero_rows`, and nothing needs the whole gradient: no trace, no clipping): only
-      those columns of the parameters and of the state are updated (gathered, updated, written
-      back); or
+      those columns of the parameters and of the state are updated (`rules.base.update_at_`, as
+      the drop-ins do for sparse gradients); or
     - one persistent dense gradient per parameter, in which only the last step's columns are zeroed
       and this step's are written, is given to the rules as usual.
 
@@ -381,7 +379,6 @@ class _SparseGradient:
         self.problem = problem
         self.lazy = not whole_gradient and all(g.rule.leaves_zero_rows() for g in groups)
         self.columns: dict[str, Tensor] = {}
-        self.restricted: dict[str, Tensor] = {}
         self.dense: dict[str, Tensor] = {}
 
     def gradient(self, params: dict[str, Tensor], batch, kwargs) -> tuple[Tensor, list[Tensor]]:
@@ -390,9 +387,9 @@ class _SparseGradient:
             raise ValueError(f"{type(self.problem).__name__}.restrict must give columns for every parameter "
                              f"({sorted(params)}), gave {sorted(columns)}")
         previous, self.columns = self.columns, columns
-        self.restricted = {k: p.detach().index_select(-1, columns[k]).requires_grad_(True) for k, p in params.items()}
-        losses = self.problem.loss(self.restricted, local, **kwargs)
-        grads = torch.autograd.grad(losses.sum(), list(self.restricted.values()))
+        restricted = {k: p.detach().index_select(-1, columns[k]).requires_grad_(True) for k, p in params.items()}
+        losses = self.problem.loss(restricted, local, **kwargs)
+        grads = torch.autograd.grad(losses.sum(), list(restricted.values()))
         if self.lazy:
             return losses, list(grads)
         whole = []
@@ -406,20 +403,8 @@ class _SparseGradient:
         return losses, whole
 
     def update_(self, group: _Group, name: str, grad: Tensor, step: int) -> None:
-        """The rule of `group` on the restricted columns of parameter `name` and of its state."""
-        columns = self.columns[name]
-        param = self.restricted[name].detach()[group.start:group.stop]
-        full = group.state[name]
-        shape = group.views[name].shape
-        state = {k: v.index_select(-1, columns) if v.shape == shape else v for k, v in full.items()}
-        group.per_param[name].update_(param, grad, state, step)
-        for k, v in state.items():
-            if full[k].shape == shape:
-                full[k].index_copy_(-1, columns, v)
-
-    def write_back_(self, params: dict[str, Tensor]) -> None:
-        for k, p in params.items():
-            p.detach().index_copy_(-1, self.columns[k], self.restricted[k].detach())
+        """The rule of `group` on this step's columns of parameter `name` and of its state."""
+        update_at_(group.per_param[name], group.views[name], grad, group.state[name], self.columns[name], -1, step)
 
 
 class _Schedule:

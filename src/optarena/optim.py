@@ -35,7 +35,7 @@ from torch import Tensor
 
 from optarena import fused as compiled
 from optarena import rules, torch_kernels
-from optarena.rules.base import Rule, any_nonzero
+from optarena.rules.base import Rule, any_nonzero, update_at_
 
 
 class RuleOptimizer(torch.optim.Optimizer):
@@ -203,13 +203,7 @@ class RuleOptimizer(torch.optim.Optimizer):
         grad = grad.coalesce()
         if grad.sparse_dim() != 1:
             raise ValueError(f"{name}: sparse gradients must be sparse along dim 0 only (as nn.Embedding's are)")
-        rows = grad.indices()[0]
-        row_state = {k: v[rows] for k, v in state.items() if isinstance(v, Tensor) and v.shape == param.shape}
-        row_param = param[rows]
-        rule.apply_(row_param, grad.values(), {**state, **row_state}, step)
-        param.index_copy_(0, rows, row_param)
-        for k, v in row_state.items():
-            state[k].index_copy_(0, rows, v)
+        update_at_(rule, param, grad.values(), state, grad.indices()[0], 0, step)
 
     # -- evaluation point (Schedule-Free); a no-op for rules without one -------------------------
 

@@ -136,5 +136,19 @@ class Rule(abc.ABC):
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
+def update_at_(rule: Rule, param: Tensor, grad: Tensor, state: dict, index: Tensor, dim: int, step: Step) -> None:
+    """`rule` on the slices of `param` at `index` along `dim` (and of every state tensor shaped like
+    `param`): gathered, updated, written back; `grad` is the gradient of those slices. Equal to the
+    dense update with a gradient that is zero elsewhere when ``rule.leaves_zero_rows()``. Serves the
+    drop-ins' sparse gradients (rows, dim 0) and the engine's sparse problems (columns, dim -1)."""
+    shaped = [k for k, v in state.items() if isinstance(v, Tensor) and v.shape == param.shape]
+    part = param.index_select(dim, index)
+    part_state = {**state, **{k: state[k].index_select(dim, index) for k in shaped}}
+    rule.update_(part, grad, part_state, step)
+    param.index_copy_(dim, index, part)
+    for k in shaped:
+        state[k].index_copy_(dim, index, part_state[k])
+
+
 def zeros_like(param: Tensor) -> Tensor:
     return torch.zeros_like(param, memory_format=torch.preserve_format)
