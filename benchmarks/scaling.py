@@ -17,7 +17,8 @@ Workloads:
 - ``sparse_ctr`` (1,048,577 weights per run), AdaGrad (article: only the columns a minibatch
   reaches are updated) and Adam (article: a dense update of every weight, a block of runs at a
   time);
-- model size: digits_mlp with hidden 64 ... 4,096 at R = 64, the time of one step of the stack.
+- model size: digits_mlp with hidden 64 ... 4,096 at R = 64, 20 steps: the time of one training step
+  of the stack (loss, gradient, update; the engine's own per-step clock, `RunResult.step_time`).
 
     python benchmarks/scaling.py                 # the tables of benchmarks/README.md (~15 min)
     python benchmarks/scaling.py --quick         # R = 1 and 8, fewer steps: the smoke test (~20 s)
@@ -51,38 +52,12 @@ def _child(spec: dict) -> dict:
     wall = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     done = sum(r.status == "done" for r in results)
-    step = None
-    if spec.get("step_time"):  # one step of the stack, timed apart from evaluation
-        step = _step_ms(problem, trials[: min(R, 64)])
+    # the engine's own clock of a training step (loss, gradient, update; evaluation excluded), per run-step
+    times = [r.step_time for r in results if r.step_time]
+    step = sum(t["model"] + t["update"] for t in times) / len(times) * R * 1e3 if times else None
     return {"wall": wall, "peak_mb": peak / 1024, "added_mb": (peak - before) / 1024, "done": done,
             "stacks": -(-R // engine.runs_per_stack(problem)), "step_ms": step,
             "weights": sum(v[0].numel() for v in problem.init_params(torch.tensor([0])).values())}
-
-
-def _step_ms(problem, trials) -> float:
-    """Median ms of one training step (loss, gradient, Adam update) of a stack of `trials`."""
-    import torch
-
-    from optarena import rules
-
-    seeds = torch.tensor([t.seed for t in trials])
-    params = {k: v.requires_grad_(True) for k, v in problem.init_params(seeds).items()}
-    rule = rules.build("adam", "article", lr=1e-3)
-    state = {k: rule.init_state(v.detach()) for k, v in params.items()}
-    gens = {s: torch.Generator().manual_seed(s) for s in set(seeds.tolist())}
-    unique = sorted(gens)
-    slot = torch.tensor([unique.index(s) for s in seeds.tolist()])
-    times = []
-    for step in range(1, 12):
-        batch = tuple(torch.stack(parts) for parts in zip(*(problem.batch(step, gens[s]) for s in unique)))
-        started = time.perf_counter()
-        loss = problem.loss(params, batch, slot=slot)
-        grads = torch.autograd.grad(loss.sum(), list(params.values()))
-        with torch.no_grad():
-            for (k, p), g in zip(params.items(), grads):
-                rule.update_(p.detach(), g, state[k], step)
-        times.append(time.perf_counter() - started)
-    return sorted(times[1:])[len(times[1:]) // 2] * 1e3
 
 
 def _measure(spec: dict, timeout: float) -> dict:
@@ -115,14 +90,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--quick", action="store_true", help="R = 1 and 8, fewer steps (a smoke run)")
     parser.add_argument("--timeout", type=float, default=900, help="seconds per measurement")
+    parser.add_argument("--tables", choices=("all", "runs", "sizes"), default="all",
+                        help="the tables over runs, the model-size table, or both")
     args = parser.parse_args(argv)
     if args.child:
         print(json.dumps(_child(json.loads(args.child))))
         return
     runs = [1, 8] if args.quick else [1, 8, 64, 400, 2000]
     mlp_steps, ctr_steps = (20, 10) if args.quick else (200, 100)
-    print(f"torch threads 1; one process per row; engine.MEMORY_BUDGET 4 GiB; steps: digits_mlp {mlp_steps}, "
-          f"sparse_ctr {ctr_steps} (21 evaluations each)")
+    print("torch threads 1; one process per row; engine.MEMORY_BUDGET 4 GiB")
+    if args.tables in ("all", "runs"):
+        _runs_tables(runs, mlp_steps, ctr_steps, args)
+    if args.tables in ("all", "sizes"):
+        _sizes_table(args)
+
+
+def _runs_tables(runs: list[int], mlp_steps: int, ctr_steps: int, args) -> None:
+    print(f"steps: digits_mlp {mlp_steps}, sparse_ctr {ctr_steps} (21 evaluations each)")
     _runs_table(f"digits_mlp, Adam, {mlp_steps} steps",
                 {"problem": "digits_mlp", "optimizer": "adam", "lr": [3e-4, 3e-2], "steps": mlp_steps}, runs, args.timeout)
     _runs_table(f"sparse_ctr, AdaGrad (only the columns a minibatch reaches are updated), {ctr_steps} steps",
@@ -130,12 +114,15 @@ def main(argv: list[str] | None = None) -> None:
     _runs_table(f"sparse_ctr, Adam (every weight updated every step), {ctr_steps} steps",
                 {"problem": "sparse_ctr", "optimizer": "adam", "lr": [1e-3, 1e-1], "steps": ctr_steps},
                 runs[:3], args.timeout)
+
+
+def _sizes_table(args) -> None:
     print("\ndigits_mlp, model size at R = 64 (one training step of the stack: loss, gradient, Adam update)\n")
     print("| hidden | weights per run | ms per step (64 runs) | µs per run-step |")
     print("|---:|---:|---:|---:|")
     for hidden in ([64] if args.quick else [64, 256, 1024, 4096]):
         m = _measure({"problem": "digits_mlp", "options": {"hidden": hidden}, "optimizer": "adam", "lr": [1e-3, 1e-3],
-                      "steps": 1, "runs": 64, "step_time": True}, args.timeout)
+                      "steps": 20, "runs": 64}, args.timeout)
         if "error" in m:
             print(f"| {hidden} | | | {m['error']} |", flush=True)
             continue
