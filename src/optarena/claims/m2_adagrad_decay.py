@@ -15,7 +15,7 @@ import numpy as np
 from optarena import stats
 from optarena.claims.base import Claim, Verdict, mode
 from optarena.plots import Plot, Series
-from optarena.study import Study, StudyKey, StudyResult, Sweep, by_kind
+from optarena.study import Study, StudyKey, StudyResult, Sweep, by_kind, objective
 from optarena.claims import suite
 from optarena.claims.measures import band, co_primary, direction, effective_steps, finite_mean, log_points
 from optarena.trial import RunResult, Trial
@@ -109,12 +109,6 @@ def shrink(run: RunResult, window: float = WINDOW) -> float:
     return float(np.log10(last / first))
 
 
-def final_loss(run: RunResult) -> float:
-    """The final training loss; +inf for a run that diverged or failed (ranked, not scored)."""
-    v = run.final.get("train_loss", math.inf) if run.status == "done" else math.inf
-    return v if math.isfinite(v) else math.inf
-
-
 def late_slope(run: RunResult) -> float:
     """Slope of log10(effective step) against log10(step) over the second half (AdaGrad with a steady
     gradient scale: -0.5; an adaptation that settles: 0)."""
@@ -161,7 +155,7 @@ def verdict(results: dict[str, StudyResult]) -> Verdict:
             k = (problem, r.trial.optimizer, float(r.trial.hparams["lr"]), int(r.trial.seed))
             values[k] = shrink(r)
             slopes[k] = late_slope(r)
-            finals[k] = final_loss(r)
+            finals[k] = objective(r, "train_loss")  # inf for a diverged run: ranked, not scored
     pairs = sorted(k for k in finals if k[1] == "adagrad" and (k[0], "rmsprop", k[2], k[3]) in finals)
     stall = suite.paired_log_ratio(np.array([finals[k] for k in pairs]),
                                    np.array([finals[(k[0], "rmsprop", k[2], k[3])] for k in pairs]))

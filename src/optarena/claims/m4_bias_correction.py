@@ -15,6 +15,7 @@ import math
 import numpy as np
 
 from optarena import problems, stats
+from optarena.claims import suite
 from optarena.claims.base import Claim, Verdict, mode
 from optarena.claims.measures import co_primary, direction
 from optarena.plots import Plot, Series
@@ -124,9 +125,9 @@ def early_gain(without: RunResult, with_: RunResult, steps: int = 50) -> float:
     bad_without, bad_with = without.status != "done", with_.status != "done"
     if bad_without or bad_with:
         return 0.0 if bad_without and bad_with else (math.inf if bad_without else -math.inf)
-    start = with_.curve.get("train_loss", [math.nan])[0]
+    start = suite.start_loss(with_, "train_loss")
     a, b = early_loss(without, steps), early_loss(with_, steps)
-    return (a - b) / abs(start) if start else math.nan
+    return (a - b) / abs(start) if math.isfinite(start) and start else math.nan
 
 
 def consequence(gains: list[float]) -> dict:
