@@ -14,16 +14,16 @@ from optarena.claims import suite
 
 
 def results(ratio: float, jitter: float, n: int = 6, references: dict[str, float] | None = None, quick: bool = True,
-            steps: int = 1000) -> dict:
+            steps: int = 1000, multiple: int = 1) -> dict:
     """On both deep problems, tuned and untuned: Nadam's loss = ratio * Adam's, seed by seed, runs of
-    `steps` steps (the deep problems' default is 1,000)."""
+    `steps` steps (the deep problems' default is 1,000), as the studies of budget `multiple`."""
     out = {}
     for i, problem in enumerate(suite.DEEP_PROBLEMS):
         adam_t, nadam_t = syn.paired(0.3, ratio, 0.2, n, seed=i, jitter=jitter)
         adam_d, nadam_d = syn.paired(0.4, ratio, 0.2, n, seed=10 + i, jitter=jitter)
         tuned = {"adam": adam_t, "nadam": nadam_t} | {o: [v] * n for o, v in (references or {}).items()}
         defaults = {"adam": adam_d, "nadam": nadam_d} | {o: [v] * n for o, v in (references or {}).items()}
-        name = suite.study_name("deep", problem, quick)
+        name = suite.deep_budget_key(problem, multiple, quick)
         out[name] = syn.study_result(name, problem, steps=steps, tuning={o: [1.0] * 3 for o in tuned}, lrs=[1e-4, 1e-3, 1e-2],
                                      tuned=tuned, defaults=defaults)
     return out
@@ -97,11 +97,59 @@ def test_design_meets_the_protocol(quick):
         assert all(s.seeds >= suite.MIN_SEEDS for s in studies)
         return
     assert all(s.defaults for s in studies)  # tuned and untuned
-    assert [s.problem for s in studies] == ["deep_mlp", "residual_mlp"]
-    for s in studies:
+    one = [s for s in studies if s.steps == 1000]
+    assert [s.problem for s in one] == ["deep_mlp", "residual_mlp"]
+    for s in one:
         lrs = sorted({p["lr"] for p in tuning.grid(tuning.space("adam", s.tune, s.lr_range, s.convention), s.budget)})
-        assert len(lrs) >= 12 and s.seeds >= 5 and s.steps == 1000  # 1,000 steps: fewer points and seeds fit the hour
+        assert len(lrs) >= 12 and s.seeds >= 5  # 1,000 steps: fewer points and seeds fit the hour
         assert lrs[0] == pytest.approx(1e-5) and lrs[-1] == pytest.approx(1e2)
+    # the budget sweep: 3x the default steps, both problems, Adam and Nadam on a half-decade grid
+    three = [s for s in studies if s.steps == 3000]
+    assert [s.problem for s in three] == ["deep_mlp", "residual_mlp"] and len(one) + len(three) == len(studies)
+    for s in three:
+        assert set(s.optimizers) == {"adam", "nadam"} and s.seeds >= 5 and s.selection_seeds >= 3
+        lrs = sorted({p["lr"] for p in tuning.grid(tuning.space("adam", s.tune, s.lr_range, s.convention), s.budget)})
+        assert lrs[0] == pytest.approx(3e-6) and lrs[-1] == pytest.approx(3e-3) and len(lrs) == 7
+        assert all(b / a == pytest.approx(10 ** 0.5) for a, b in zip(lrs, lrs[1:]))
+
+
+def test_quick_mode_runs_no_budget_sweep():
+    assert all(s.steps == 300 for s in r7.design(True))
+
+
+def sweep(ratio1: float, ratio3: float, references: dict[str, float] | None = None) -> dict:
+    return (results(ratio1, jitter=0.01, quick=False, references=references)
+            | results(ratio3, jitter=0.01, quick=False, steps=3000, multiple=3))
+
+
+def test_verdict_is_the_largest_budgets_with_the_budgets_it_holds_at():
+    v = r7.verdict(sweep(1.3, 0.97))
+    assert v.verdict == "supported" and v.details["budget"] == "3x"
+    assert v.details["outcome_per_budget"] == {"1x": "contradicted", "3x": "supported"}
+    assert v.details["holds_at_budgets"] == ["3x"] and v.details["steps_per_budget"] == {"1x": [1000], "3x": [3000]}
+    assert v.effect == pytest.approx(-3, abs=1) and "3x (3000 steps): supported" in v.summary
+    assert v.details["per_budget"]["1x"]["effect_percent"] > 20
+    by_budget = [p for p in v.plots if p.title == "Nadam over Adam by budget"]
+    assert len(by_budget) == 1 and {tuple(s.x) for s in by_budget[0].series} == {(1.0, 3.0)}
+    assert len(by_budget[0].series) == 4
+    # every budget's runs are traced
+    assert len(v.run_keys) == len(set(v.run_keys)) > len(r7.verdict(results(1.3, jitter=0.01, quick=False)).run_keys)
+    v = r7.verdict(sweep(1.3, 1.3))
+    assert v.verdict == "contradicted" and v.details["holds_at_budgets"] == ["1x", "3x"]
+
+
+def test_a_budget_without_references_takes_their_condition_from_1x():
+    strong = {"momentum": 0.1, "rmsprop": 0.1}  # Nadam does not beat the median reference at 1x
+    v = r7.verdict(sweep(0.97, 0.97, references=strong))
+    assert v.details["outcome_per_budget"] == {"1x": "inconclusive", "3x": "inconclusive"}
+    assert set(v.details["references"]) == {"1x"}
+    weak = {"momentum": 1.0, "rmsprop": 2.0}
+    assert r7.verdict(sweep(0.97, 0.97, references=weak)).details["outcome_per_budget"] == {"1x": "supported", "3x": "supported"}
+
+
+def test_a_sweep_without_its_1x_studies_is_not_decided():
+    v = r7.verdict(results(0.97, jitter=0.01, quick=False, steps=3000, multiple=3))
+    assert v.verdict == "inconclusive" and v.problems == []
 
 
 def test_deep_problems_are_deep():
@@ -122,5 +170,4 @@ def test_design_removes_the_confounds():
         for s in r7.design(quick):
             assert s.convention == "pytorch"  # eps outside the root for Adam and Nadam alike
             assert s.fixed_for("nadam") == {"lr": 1e-3, "momentum_decay": 1e3}  # flat mu; untuned lr = Adam's
-    full = r7.design(False)
-    assert all(s.steps == 1000 for s in full)
+    assert {s.steps for s in r7.design(False)} == {1000, 3000}

@@ -15,6 +15,10 @@ momentum schedule flat (momentum_decay 1e3, so mu_t = beta1; PyTorch's default 4
 over 300 steps, a different optimizer), equal untuned learning rates (1e-3), and the problems' own
 1,000 steps in full mode. Runs shorter than the problem's default steps (quick mode: 300) are too
 short to decide.
+
+Budget dependence (issue 12): in full mode the deep networks also run at 3x their default steps,
+Adam and Nadam only (``suite.DEEP_SWEEP``), and the verdict is the outcome at the largest budget;
+the summary and ``details["outcome_per_budget"]`` give the outcome at each budget.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import numpy as np
 from optarena import problems
 from optarena.claims import suite
 from optarena.claims.base import Claim, Verdict
-from optarena.plots import Plot
+from optarena.plots import Plot, Series
 from optarena.study import Study, StudyResult
 
 ID = "R7"
@@ -44,7 +48,10 @@ RULE = (
     "Nadam's mean loss is below the median reference's on every deep problem. Inconclusive otherwise, with "
     "fewer than 3 seeds, and with fewer steps than the problems' default 1,000. Both in the pytorch convention "
     "(eps outside the root), Nadam with a flat momentum schedule (momentum_decay 1e3) and, untuned, Adam's lr 1e-3. "
-    "A diverged or failed rerun is ranked, not scored: worse than any finished run (log ratio +inf or -inf against one), a tie with another diverged one; hence the median."
+    "A diverged or failed rerun is ranked, not scored: worse than any finished run (log ratio +inf or -inf against one), a tie with another diverged one; hence the median. "
+    "Budget sweep (full mode): the same rule at 1x and 3x the default steps (3x: Adam and Nadam tuned on 7 lrs from "
+    "3e-6 to 3e-3, 5 seeds; the reference condition taken from 1x, where the references ran); the verdict is the "
+    "outcome at the largest budget, with the budgets at which it holds."
 )
 REVISIONS = [{
     "date": "2026-12-03",
@@ -62,6 +69,14 @@ REVISIONS = [{
     "change": "tuning selects each learning rate on the mean held-out loss over 3 seeds (suite.SELECTION_SEEDS), "
               "as the other tuned studies do, instead of one seed (issue 12: selection on >= 3 seeds)",
     "seen": "full mode inconclusive, Nadam over Adam +0.1% [-0.6, +5.7] (1,000 steps, selection on seed 0)",
+}, {
+    "date": "2026-12-03",
+    "change": "budget sweep: Adam and Nadam also at 3x the default steps (3,000), tuned on 7 lrs from 3e-6 to 3e-3 "
+              "(the 1x optima lie between 4e-5 and 8e-4), 5 seeds; the verdict is the one at the largest budget, "
+              "the reference condition taken from 1x (issue 12: R5, R6 and R7 run a budget sweep). 10x (10,000 "
+              "steps) is not run: with the 1x and 3x studies it would take full mode past its hour on 2 cores",
+    "seen": "full mode inconclusive at 1x: Nadam over Adam +2.1% [-0.6, +4.3], worse beyond the noise in 0 of 4 "
+            "cells, tuned Nadam below the median reference (momentum, RMSprop) on neither deep problem",
 }]
 EFFECT_NAME = "Nadam over Adam held-out loss - 1, in % (median over seeds and cells; < 0: Nadam better)"
 CLAIM = Claim(ID, TEXT_ZH, TEXT_EN, RULE, effect_name=EFFECT_NAME, margin=MARGIN, revisions=REVISIONS,
@@ -85,11 +100,11 @@ def decide(intervals: list[tuple[float, float]], n_seeds: int, beats_references:
 
 
 def design(quick: bool) -> list[Study]:
-    return list(suite.deep_studies(quick))
+    return list(suite.deep_studies(quick)) + list(suite.deep_sweep_studies(quick))
 
 
-def verdict(results: dict[str, StudyResult]) -> Verdict:
-    chosen = {p: r for p, r in suite.select(results, "deep").items() if "adam" in r.study.optimizers and "nadam" in r.study.optimizers}
+def _budget(chosen: dict[str, StudyResult]) -> dict:
+    """The cells, the reference comparison and the steps of one budget's deep studies."""
     groups = [g for g in SETTINGS if all(getattr(r, g).get("adam") and getattr(r, g).get("nadam") for r in chosen.values())]
     seeds = min((suite.n_seeds(chosen, ("adam", "nadam"), g) for g in groups), default=0)
     losses = {(p, g): {o: suite.seed_losses(r, o, g)[:seeds] for o in ("adam", "nadam")} for p, r in chosen.items() for g in groups}
@@ -111,52 +126,104 @@ def verdict(results: dict[str, StudyResult]) -> Verdict:
         nadam = float(np.mean(losses[(problem, "tuned")]["nadam"]))
         references[problem] = {"tuned_loss": ref, "median": float(np.median(list(ref.values()))), "nadam": nadam,
                                "nadam_beats_median": nadam < float(np.median(list(ref.values())))}
-    beats = [r["nadam_beats_median"] for r in references.values()] if references else None
     steps = {p: r.tuned["adam"][0].trial.steps for p, r in chosen.items() if r.tuned.get("adam")}
     long_enough = bool(steps) and all(steps[p] >= problems.PROBLEMS[p].default_steps
                                       for p in steps if p in problems.PROBLEMS)
-    outcome = decide([tuple(c["ci95"]) for c in cells.values()], seeds, beats, long_enough=long_enough)
-
     if cells and seeds:
         d = np.array([suite.paired_log_ratios(v["nadam"], v["adam"]) for v in ranked.values()])  # (cells, S)
         median, interval = suite.pooled_median_ratio(d, seeds)
         effect, ci = suite.percent(median), tuple(suite.percent(v) for v in interval)
     else:
         effect, ci = math.nan, (math.nan, math.nan)
+    return {"groups": groups, "seeds": seeds, "losses": losses, "cells": cells, "references": references,
+            "steps": steps, "long_enough": long_enough, "effect": effect, "ci95": ci}
+
+
+def verdict(results: dict[str, StudyResult]) -> Verdict:
+    sweep = {k: {p: r for p, r in chosen.items() if {"adam", "nadam"} <= set(r.study.optimizers)}
+             for k, chosen in suite.by_budget(results, suite.DEEP_SWEEP, suite.deep_budget_key).items()}
+    sweep = {k: chosen for k, chosen in sweep.items() if chosen}
+    if 1 not in sweep:  # the sweep's 1x studies are the "deep" ones; without them nothing to decide
+        sweep = {}
+    per_budget = {k: _budget(chosen) for k, chosen in sorted(sweep.items())}
+    # The reference condition where references ran (1x: see suite.DEEP_SWEEP); a budget without
+    # references takes it from the largest budget with them, so that no budget is decided on a
+    # weaker rule than 1x.
+    with_references = [k for k, b in per_budget.items() if b["references"]]
+    outcomes = {}
+    for k, b in per_budget.items():
+        source = per_budget[k if b["references"] else max(with_references)] if with_references else None
+        beats = [r["nadam_beats_median"] for r in source["references"].values()] if source else None
+        outcomes[k] = decide([tuple(c["ci95"]) for c in b["cells"].values()], b["seeds"], beats,
+                             long_enough=b["long_enough"])
+    largest = max(per_budget, default=None)
+    if largest is None:
+        return CLAIM.inconclusive("No Nadam / Adam runs on deep networks to compare.", problems=[])
+    b, chosen = per_budget[largest], sweep[largest]
+    outcome = outcomes[largest]
+    holds = [k for k in per_budget if outcomes[k] == outcome]
+    seeds, cells, steps = b["seeds"], b["cells"], b["steps"]
+    effect, ci = b["effect"], b["ci95"]
     worse = [c for c, d in cells.items() if d["ci95"][0] > 0]
     better = [c for c, d in cells.items() if d["ci95"][1] < 0]
+    by_budget = "; ".join(
+        f"{k}x ({'/'.join(map(str, sorted(set(v['steps'].values()))))} steps): {outcomes[k]}, "
+        f"{v['effect']:+.1f}% ({v['ci95'][0]:+.1f}% to {v['ci95'][1]:+.1f}%)" for k, v in per_budget.items())
     summary = (
-        f"Nadam's held-out loss is {effect:+.1f}% relative to Adam's (95% CI {ci[0]:+.1f}% to {ci[1]:+.1f}%) on "
-        f"{', '.join(chosen)}; Nadam is better beyond the noise in {len(better)} and worse in {len(worse)} of "
-        f"{len(cells)} cells ({seeds} seeds, {'/'.join(map(str, sorted(set(steps.values()))))} steps)."
-        + ("" if long_enough else " Too short to decide: the rule needs the problems' default 1,000 steps (full mode).")
+        f"At {largest}x the default steps, Nadam's held-out loss is {effect:+.1f}% relative to Adam's (95% CI "
+        f"{ci[0]:+.1f}% to {ci[1]:+.1f}%) on {', '.join(chosen)}; Nadam is better beyond the noise in {len(better)} "
+        f"and worse in {len(worse)} of {len(cells)} cells ({seeds} seeds). By budget: {by_budget}. "
+        f"The verdict ({outcome}) holds at {', '.join(f'{k}x' for k in holds)}."
+        + ("" if b["long_enough"] else " Too short to decide: the rule needs the problems' default 1,000 steps (full mode).")
         if cells else "No Nadam / Adam runs on deep networks to compare."
     )
     return CLAIM.verdict(
         outcome, effect, ci,
         problems=list(chosen), budget=max((r.study.budget for r in chosen.values()), default=0), seeds=seeds,
         summary=summary,
-        details={"diverged_or_failed": suite.divergence_counts(chosen), "margin": MARGIN, "cells": cells, "nadam_better_in": better, "nadam_worse_in": worse,
-                 "references": references or "none ran (quick mode): the reference condition is not applied"},
-        plots=_plots(chosen, losses, groups), run_keys=suite.run_keys(chosen),
+        details={"diverged_or_failed": {f"{k}x": suite.divergence_counts(c) for k, c in sweep.items()},
+                 "margin": MARGIN, "cells": cells, "nadam_better_in": better, "nadam_worse_in": worse,
+                 "budget": f"{largest}x", "holds_at_budgets": [f"{k}x" for k in holds],
+                 "outcome_per_budget": {f"{k}x": v for k, v in outcomes.items()},
+                 "steps_per_budget": {f"{k}x": sorted(set(v["steps"].values())) for k, v in per_budget.items()},
+                 "per_budget": {f"{k}x": {"effect_percent": v["effect"], "ci95": list(v["ci95"]), "seeds": v["seeds"],
+                                          "cells": v["cells"]} for k, v in per_budget.items()},
+                 "references": {f"{k}x": v["references"] for k, v in per_budget.items() if v["references"]}
+                 or "none ran (quick mode): the reference condition is not applied"},
+        plots=_plots(sweep, per_budget), run_keys=suite.run_keys({f"{p}@{k}": r for k, c in sweep.items() for p, r in c.items()}),
     )
 
 
-def _plots(chosen: dict[str, StudyResult], losses: dict, groups: list[str]) -> list[Plot]:
+def _plots(sweep: dict[int, dict[str, StudyResult]], per_budget: dict[int, dict]) -> list[Plot]:
     plots = []
-    for problem, result in chosen.items():
-        series = [suite.curve_series(f"{o} tuned", result.tuned.get(o, [])) for o in result.study.optimizers]
-        series += [suite.curve_series(f"{o} untuned", result.defaults.get(o, [])) for o in ("adam", "nadam")]
+    for k, chosen in sweep.items():
+        for problem, result in chosen.items():
+            series = [suite.curve_series(f"{o} tuned", result.tuned.get(o, [])) for o in result.study.optimizers]
+            series += [suite.curve_series(f"{o} untuned", result.defaults.get(o, [])) for o in ("adam", "nadam")]
+            plots.append(Plot(
+                "curves", f"Deep network {problem} at {k}x the default steps: held-out loss", "step", "held-out loss",
+                [s for s in series if s is not None], logy=True, caption="Mean over seeds with a 95% bootstrap band.",
+            ))
+    for k, b in per_budget.items():
+        keys = list(b["losses"])
+        if keys:
+            plots.append(Plot(
+                "bars", f"Nadam vs Adam on deep networks, {k}x the default steps", "problem and setting",
+                "held-out loss (mean over seeds, 95% CI)",
+                [suite.bars(o, [b["losses"][key][o] for key in keys]) for o in ("adam", "nadam")], logy=True,
+                categories=[f"{p} {SETTINGS[g]}" for p, g in keys],
+                caption="Tuned: best learning rate of the grid; untuned: lr 1e-3 for both (pytorch convention, Nadam's mu flat).",
+            ))
+    if len(per_budget) > 1:
+        cells = sorted({c for b in per_budget.values() for c in b["cells"]})
+        series = []
+        for c in cells:
+            pts = [(k, b["cells"][c]) for k, b in per_budget.items() if c in b["cells"]]
+            series.append(Series(c, [float(k) for k, _ in pts], [v["percent"] for _, v in pts],
+                                 [suite.percent(v["ci95"][0]) for _, v in pts], [suite.percent(v["ci95"][1]) for _, v in pts]))
         plots.append(Plot(
-            "curves", f"Deep network {problem}: held-out loss", "step", "held-out loss",
-            [s for s in series if s is not None], logy=True, caption="Mean over seeds with a 95% bootstrap band.",
-        ))
-    keys = list(losses)
-    if keys:
-        plots.append(Plot(
-            "bars", "Nadam vs Adam on deep networks", "problem and setting", "held-out loss (mean over seeds, 95% CI)",
-            [suite.bars(o, [losses[k][o] for k in keys]) for o in ("adam", "nadam")], logy=True,
-            categories=[f"{p} {SETTINGS[g]}" for p, g in keys],
-            caption="Tuned: best learning rate of the grid; untuned: lr 1e-3 for both (pytorch convention, Nadam's mu flat).",
+            "curves", "Nadam over Adam by budget", "budget (multiple of the problem's default steps)",
+            "Nadam / Adam held-out loss - 1 (%)", series, logx=True,
+            caption=f"Median over seeds with its 95% bootstrap interval; < 0: Nadam better. The rule's margin is +{MARGIN:.0%}.",
         ))
     return plots

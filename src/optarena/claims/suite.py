@@ -14,7 +14,7 @@ defaults rerun on seeds 3..S+2.
 Study keys are shared ("tuned/<problem>/<quick|full>"): the claims runner executes each key once,
 so every claim that uses the comparison gets the same study objects from here. The budget sweep
 (``budget_studies``, claims R5 and R6) tunes the neural-network problems again at 3x (and 10x) their
-default steps.
+default steps; ``deep_sweep_studies`` does the same for R7's deep networks at 3x.
 
 Left out of full mode: rosenbrock (its minimum is 0, so a relative margin and Dolan-Moré ratios
 degenerate), and mnist_cnn (its 21 evaluations per run alone would take the 392 runs of a full study
@@ -142,13 +142,40 @@ def budget_studies(quick: bool) -> tuple[TunedStudy, ...]:
     return tuple(out)
 
 
-def by_budget(results: Mapping[StudyKey, StudyResult]) -> dict[int, dict[str, StudyResult]]:
-    """{budget multiple: {problem: result}} of the budget sweep in `results` (full mode preferred)."""
+# Claim R7's budget sweep: the deep networks again at 3x their default steps in full mode, Adam and
+# Nadam only (the references momentum and RMSprop run at 1x: at 3x they would take full mode past its
+# hour), on a grid of 7 learning rates half a decade apart from 3e-6 to 3e-3. The 1x study had put
+# every optimizer's best lr between 4e-5 and 8e-4 on both problems and found every lr from 1.5e-2 up
+# poor or diverged; a longer run's best lr is not larger. Quick mode runs no sweep.
+DEEP_SWEEP = {True: {p: (1,) for p in DEEP_PROBLEMS}, False: {p: (1, 3) for p in DEEP_PROBLEMS}}
+DEEP_SWEEP_OPTIMIZERS = ("adam", "nadam")
+DEEP_SWEEP_BUDGET, DEEP_SWEEP_LR_RANGE = 7, (3e-6, 3e-3)
+
+
+def deep_budget_key(problem: str, multiple: int, quick: bool) -> StudyKey:
+    return StudyKey("deep" if multiple == 1 else f"deep-x{multiple}", problem, mode(quick))
+
+
+@functools.lru_cache(maxsize=4)
+def deep_sweep_studies(quick: bool) -> tuple[TunedStudy, ...]:
+    """Claim R7's deep-network studies beyond 1x (the 1x ones are `deep_studies`)."""
+    return tuple(
+        TunedStudy(deep_budget_key(p, k, quick), DEEP_SWEEP_OPTIMIZERS, DEEP_CONVENTION, DEEP_SWEEP_BUDGET,
+                   DEEP_FULL_SEEDS, setup=Setup(k * DEEP_FULL_STEPS), lr_range=DEEP_SWEEP_LR_RANGE, fixed=DEEP_FIXED,
+                   selection_seeds=SELECTION_SEEDS)
+        for p, multiples in DEEP_SWEEP[quick].items() for k in multiples if k != 1
+    )
+
+
+def by_budget(results: Mapping[StudyKey, StudyResult], sweep: Mapping[bool, Mapping[str, Sequence[int]]] = BUDGET_SWEEP,
+              key: Callable[[str, int, bool], StudyKey] = budget_key) -> dict[int, dict[str, StudyResult]]:
+    """{budget multiple: {problem: result}} of a budget sweep in `results` (full mode preferred):
+    by default R5's and R6's (`BUDGET_SWEEP`, `budget_key`), with `DEEP_SWEEP`, `deep_budget_key` R7's."""
     for quick in (False, True):
         found: dict[int, dict[str, StudyResult]] = {}
-        for p, multiples in BUDGET_SWEEP[quick].items():
+        for p, multiples in sweep[quick].items():
             for k in multiples:
-                r = results.get(budget_key(p, k, quick))
+                r = results.get(key(p, k, quick))
                 if r is not None:
                     found.setdefault(k, {})[p] = r
         if found:
