@@ -96,3 +96,109 @@ def test_share_scalars_merges_repeated_scalar_work_and_never_an_in_place_op():
     expected = f(*args, x.clone(), y.clone())
     for got, want in zip(gm(*args, x.clone(), y.clone()), expected):
         assert torch.equal(got, want)
+
+
+# -- flat storage (optarena.flat): one compiled call per group -----------------------------------
+
+def _model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.Tanh(), torch.nn.Linear(16, 16), torch.nn.Tanh(),
+                               torch.nn.Linear(16, 3))
+
+
+def _train(model, opt, steps: int, set_to_none: bool = True, between=None) -> None:
+    g = torch.Generator().manual_seed(1)
+    for t in range(steps):
+        x, y = torch.randn(32, 6, generator=g), torch.randn(32, 3, generator=g)
+        opt.zero_grad(set_to_none=set_to_none)
+        torch.nn.functional.mse_loss(model(x), y).backward()
+        opt.step()
+        if between is not None:
+            between(t)
+
+
+@pytest.mark.parametrize("set_to_none", [True, False])
+@pytest.mark.parametrize("convention", ["article", "keras"])
+def test_flat_group_trains_as_the_eager_rule(convention, set_to_none):
+    eager, flat = _model(), _model()
+    opt_e = optim.Adam(eager.parameters(), lr=1e-2, convention=convention)
+    opt_f = optim.Adam(flat.parameters(), lr=1e-2, convention=convention, fused=True)
+    _train(eager, opt_e, 20, set_to_none)
+    _train(flat, opt_f, 20, set_to_none)
+    for a, b in zip(eager.parameters(), flat.parameters()):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+    # every parameter, gradient and state tensor is a view of the group's one flat buffer each
+    storage = opt_f._flat[0]
+    params = list(flat.parameters())
+    assert all(p.untyped_storage().data_ptr() == storage.param.untyped_storage().data_ptr() for p in params)
+    assert all(opt_f.state[p][k].untyped_storage().data_ptr() == storage.state[k].untyped_storage().data_ptr()
+               for p in params for k in ("m", "v"))
+    assert all(p.grad.untyped_storage().data_ptr() == storage.grad.untyped_storage().data_ptr() for p in params)
+    for p in params:  # the optimizer state is still the eager drop-in's, tensor by tensor
+        torch.testing.assert_close(opt_f.state[p]["m"], opt_e.state[dict(zip(params, eager.parameters()))[p]]["m"],
+                                   rtol=1e-5, atol=1e-7)
+
+
+def test_flat_group_survives_load_state_dict_and_repointed_parameters():
+    eager, flat = _model(), _model()
+    opt_e = optim.Adam(eager.parameters(), lr=1e-2)
+    opt_f = optim.Adam(flat.parameters(), lr=1e-2, fused=True)
+    _train(eager, opt_e, 5)
+    _train(flat, opt_f, 5)
+    saved_e, saved_f = opt_e.state_dict(), opt_f.state_dict()
+    saved_f = {"state": {i: {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in s.items()}
+                         for i, s in saved_f["state"].items()}, "param_groups": saved_f["param_groups"]}
+    opt_e.load_state_dict(saved_e)
+    opt_f.load_state_dict(saved_f)  # new state tensors: the next step flattens again from them
+
+    def repoint(t):
+        if t == 2:  # the user replaces a parameter's data: noticed, flattened again
+            first = next(flat.parameters())
+            first.data = first.data.clone()
+            next(eager.parameters()).data = next(eager.parameters()).data.clone()
+
+    _train(eager, opt_e, 6, between=repoint)
+    _train(flat, opt_f, 6, between=repoint)
+    for a, b in zip(eager.parameters(), flat.parameters()):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+    assert opt_f._flat[0].holds(list(flat.parameters()), [opt_f.state[p] for p in flat.parameters()])
+
+
+def test_a_parameter_without_gradient_takes_the_per_tensor_path():
+    """torch.optim skips a parameter whose grad is None (its moments do not move): so does the
+    flat group, by not being flat that step."""
+    eager, flat = _model(), _model()
+    opt_e = optim.Adam(eager.parameters(), lr=1e-2, convention="keras")
+    opt_f = optim.Adam(flat.parameters(), lr=1e-2, convention="keras", fused=True)
+
+    def drop_last_grad(model):
+        def hook(t):
+            if t % 2:
+                list(model.parameters())[-1].grad = None
+        return hook
+
+    for model, opt in ((eager, opt_e), (flat, opt_f)):
+        g = torch.Generator().manual_seed(1)
+        for t in range(8):
+            x, y = torch.randn(32, 6, generator=g), torch.randn(32, 3, generator=g)
+            opt.zero_grad()
+            torch.nn.functional.mse_loss(model(x), y).backward()
+            drop_last_grad(model)(t)
+            opt.step()
+    for a, b in zip(eager.parameters(), flat.parameters()):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+
+
+def test_mixed_dtypes_and_nadam_state_stay_per_tensor():
+    params = [torch.randn(10, requires_grad=True), torch.randn(10, dtype=torch.float64, requires_grad=True)]
+    opt = optim.Adam(params, fused=True)
+    for p in params:
+        p.grad = torch.ones_like(p)
+    opt.step()
+    assert not opt._flat
+    params = [torch.randn(10, requires_grad=True), torch.randn(5, requires_grad=True)]
+    opt = optim.Nadam(params, fused=True)  # a 0-d mu_product per parameter: not one value per coordinate
+    for p in params:
+        p.grad = torch.ones_like(p)
+    opt.step()
+    assert not opt._flat

@@ -125,8 +125,10 @@ def _frozen(value):
     return value
 
 
-def update_(rule: Rule, params: list[Tensor], grads: list[Tensor], states: list[dict], step: int) -> None:
-    """``rule.update_(p, g, s, step)`` for every (p, g, s), through the compiled kernel.
+def update_(rule: Rule, params: list[Tensor], grads: list[Tensor], states: list[dict], step: int,
+            chunk: int = CHUNK) -> None:
+    """``rule.update_(p, g, s, step)`` for every (p, g, s), through the compiled kernel of `chunk`
+    tensors per call (1: a flat group, `optarena.flat`).
 
     `params`, `grads` and the states' tensors are 1-D and contiguous, of one dtype and device;
     every state dict has the same keys (tensors only; 0-d ones, as NAdam's ``mu_product``, too).
@@ -135,7 +137,7 @@ def update_(rule: Rule, params: list[Tensor], grads: list[Tensor], states: list[
     keys = tuple(states[0])
     p0 = params[0]
     shaped = tuple(k for k in keys if states[0][k].shape == p0.shape)
-    key = (type(rule), tuple(sorted(fixed.items())), names, keys, shaped, p0.dtype, p0.device.type)
+    key = (type(rule), tuple(sorted(fixed.items())), names, keys, shaped, p0.dtype, p0.device.type, chunk)
     kernel = _KERNELS.get(key, False)
     if kernel is None:  # compilation failed before: the eager rule
         for p, g, s in zip(params, grads, states):
@@ -145,17 +147,17 @@ def update_(rule: Rule, params: list[Tensor], grads: list[Tensor], states: list[
     dtype = torch.float64 if p0.dtype == torch.float64 else torch.float32
     scalars = [torch.tensor(v, dtype=dtype) for v in values]
     step_t = torch.tensor(float(step), dtype=dtype)
-    for start in range(0, len(params), CHUNK):
-        chunk = slice(start, start + CHUNK)
-        ps, gs, ss = list(params[chunk]), list(grads[chunk]), states[chunk]
+    for start in range(0, len(params), chunk):
+        part = slice(start, start + chunk)
+        ps, gs, ss = list(params[part]), list(grads[part]), states[part]
         columns = [[s[k] for s in ss] for k in keys]
-        if len(ps) < CHUNK:
-            _pad(ps, gs, columns, keys, shaped, states[0])
+        if len(ps) < chunk:
+            _pad(ps, gs, columns, keys, shaped, states[0], chunk)
         if kernel is False:
             kernel = _first_call(key, rule_type=type(rule), fixed=fixed, names=names, keys=keys,
                                  args=(ps, gs, columns, step_t, *scalars))
             if kernel is None:
-                update_(rule, params[start:], grads[start:], states[start:], step)
+                update_(rule, params[start:], grads[start:], states[start:], step, chunk)
                 return
             continue
         kernel(ps, gs, columns, step_t, *scalars)
@@ -181,11 +183,11 @@ def _first_call(key: tuple, *, rule_type, fixed, names, keys, args) -> Callable 
 _SCRATCH: dict[tuple, list[Tensor]] = {}
 
 
-def _pad(ps: list, gs: list, columns: list[list], keys: tuple, shaped: tuple, like: dict) -> None:
-    """Fill a short chunk up to CHUNK with scratch tensors of 2 elements (updated, never read;
+def _pad(ps: list, gs: list, columns: list[list], keys: tuple, shaped: tuple, like: dict, chunk: int) -> None:
+    """Fill a short chunk up to `chunk` tensors with scratch tensors of 2 elements (updated, never read;
     separate tensors, as aliased inputs that are mutated would change the compiled graph)."""
     p0 = ps[0]
-    while len(ps) < CHUNK:
+    while len(ps) < chunk:
         tag = (p0.dtype, p0.device, len(ps), len(keys))
         if tag not in _SCRATCH:
             _SCRATCH[tag] = [torch.zeros(2, dtype=p0.dtype, device=p0.device) for _ in range(2 + len(keys))]

@@ -14,7 +14,8 @@ As torch.optim, every class takes ``maximize`` (the gradient negated), ``foreach
 default: the small tensors of a group go through the rule as one flat tensor, same numbers as one
 at a time; ``False``: one by one), ``fused`` (``True``: the rule's own ``update_`` compiled by
 ``torch.compile`` into one fused kernel per rule, dtype and device, see `optarena.fused`, for the
-elementwise rules; the numbers equal the eager rule's up to float rounding; the first step
+elementwise rules, one call per group: the group's parameters and state are made views of one flat
+buffer each at its first step, `optarena.flat`; the numbers equal the eager rule's up to float rounding; the first step
 compiles, seconds, cached on disk by inductor; the rules that act on whole tensors, Muon, SOAP,
 Adafactor, LAMB and Schedule-Free, refuse it),
 ``capturable`` (the step count a tensor on the parameter's device; CPU parameters refused at
@@ -33,6 +34,7 @@ from typing import Any, Callable, ClassVar, Iterable
 import torch
 from torch import Tensor
 
+from optarena import flat as flat_storage
 from optarena import fused as compiled
 from optarena import rules, torch_kernels
 from optarena.rules.base import Rule, any_nonzero, update_at_
@@ -64,6 +66,7 @@ class RuleOptimizer(torch.optim.Optimizer):
                         differentiable=False)
         super().__init__(params, defaults)
         self._rule_cache: dict[int, tuple[tuple, Rule]] = {}
+        self._flat: dict[int, flat_storage.FlatGroup] = {}  # fused=True: group index -> its flat storage
         self._at_eval_point = False
 
     def _rule(self, index: int, group: dict) -> Rule:
@@ -100,6 +103,11 @@ class RuleOptimizer(torch.optim.Optimizer):
             # compiled or capturable, so that dynamo builds one graph for every step (an int would
             # be a constant it recompiles for) and capturable needs no host sync.
             tensor_step = compiling or capturable
+            flat = self._flat.get(index)
+            if (flat is not None and group.get("fused") and not tensor_step and not group.get("maximize", False)
+                    and flat.ready(group["params"], self.state)):
+                compiled.update_(rule, [flat.param], [flat.gather_grads()], [flat.state], flat.advance(), chunk=1)
+                continue
             live = [param for param in group["params"] if param.grad is not None]
             if torch_kernels.handles(self.rule_name, rule, group, [param.grad for param in live]):
                 self._torch_step_(rule, group, live)
@@ -130,6 +138,9 @@ class RuleOptimizer(torch.optim.Optimizer):
                     step = state["step"] = count + 1
                 members.append((p, grad, state, step))
             if group.get("fused") and not tensor_step and compiled.supports(rule):
+                if not maximize and len(members) == len(group["params"]) and self._flat_step_(index, rule, members):
+                    continue
+                self._flat.pop(index, None)
                 dense = []
                 for p, grad, state, step in members:
                     if grad.is_sparse:
@@ -154,6 +165,18 @@ class RuleOptimizer(torch.optim.Optimizer):
                 for chunk in _chunks(batch):
                     _update_flat_(rule, chunk, step)
         return loss
+
+    def _flat_step_(self, index: int, rule: Rule, members: list) -> bool:
+        """``fused=True`` on the group's flat storage (`optarena.flat`): one compiled call for every
+        parameter; False where the group cannot be flat this step (the per-tensor path runs)."""
+        params, grads, states, steps = zip(*members)
+        flat = self._flat.get(index)
+        if flat is None or not flat.holds(params, states):
+            if not flat_storage.eligible(params, grads, states):
+                return False
+            flat = self._flat[index] = flat_storage.FlatGroup(params, states)
+        compiled.update_(rule, [flat.param], [flat.gather_grads()], [flat.state], steps[0], chunk=1)
+        return True
 
     def _torch_step_(self, rule: Rule, group: dict, params: list[Tensor]) -> None:
         """The group through torch.optim's own kernels (`optarena.torch_kernels`)."""

@@ -1,0 +1,121 @@
+"""Flat storage of a parameter group, for ``fused=True``: the compiled rule in one call per group.
+
+`optarena.fused` compiles an elementwise rule's ``update_`` into one kernel, but each call of the
+compiled function costs about 120 us of torch.compile's wrapper and guards for 8 tensors, so a model
+of many tensors pays that cost once per 8 of them (and small tensors were concatenated and copied
+back every step). torch.optim's fused kernels loop over the tensors in C++ instead. Here the group's
+tensors are made views of one flat buffer each, as apex's and DeepSpeed's contiguous parameters
+are:
+
+    param p_i  := P[o_i : o_i + n_i].view_as(p_i)      (``p.data`` re-pointed once)
+    state s_ik := S_k[o_i : o_i + n_i].view_as(p_i)    (every state tensor shaped like its parameter)
+    grad  g_i  -> G[o_i : o_i + n_i]                    (copied in each step, unless it is a view already)
+
+so that ``rule.update_(P, G, {k: S_k}, step)`` is the whole group's update in one compiled call, the
+same formula element by element. The gradients stay the user's: a gradient that is not yet a view
+of G (``zero_grad()`` sets it to None and backward makes a new one) is copied into G and replaced by
+its view, so that with ``zero_grad(set_to_none=False)`` backward accumulates into G in place and the
+copy disappears.
+
+A group is flattened only where every parameter is dense, real, contiguous, of one dtype and device,
+has a gradient this step, the same step count and only state shaped like itself (e.g. not NAdam's
+0-d ``mu_product``); otherwise `optim` takes the per-tensor compiled path. Anything that re-points a
+parameter or a state tensor afterwards (``load_state_dict``, ``p.data = ...``, ``model.to(...)``) is
+noticed at the next step (`FlatGroup.holds`) and the group is flattened again from the new tensors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+
+def eligible(params: Sequence[Tensor], grads: Sequence[Tensor], states: Sequence[dict]) -> bool:
+    """Whether the group can live in flat storage this step (see the module docstring)."""
+    if len(params) < 2:
+        return False  # one tensor is flat already
+    p0 = params[0]
+    keys = [k for k in states[0] if k != "step"]
+    for p, g, s in zip(params, grads, states):
+        if (p.dtype != p0.dtype or p.device != p0.device or p.is_complex() or not p.is_contiguous()
+                or g.is_sparse or g.dtype != p.dtype or g.shape != p.shape or g.device != p.device):
+            return False
+        if [k for k in s if k != "step"] != keys or s.get("step") != states[0].get("step"):
+            return False
+        if any(not isinstance(s[k], Tensor) or s[k].shape != p.shape or s[k].dtype != p.dtype for k in keys):
+            return False
+    return True
+
+
+class FlatGroup:
+    """The flat buffers of one group: parameters, gradients and each state key."""
+
+    def __init__(self, params: Sequence[Tensor], states: Sequence[dict]) -> None:
+        p0 = params[0]
+        self.params = list(params)
+        self.states = list(states)
+        self.keys = [k for k in states[0] if k != "step"]
+        sizes = [p.numel() for p in params]
+        n = sum(sizes)
+        with torch.no_grad():
+            self.param = torch.empty(n, dtype=p0.dtype, device=p0.device)
+            self.grad = torch.zeros(n, dtype=p0.dtype, device=p0.device)
+            self.state = {k: torch.empty(n, dtype=p0.dtype, device=p0.device) for k in self.keys}
+            param_views = _views(self.param, params)
+            torch._foreach_copy_(param_views, [p.detach() for p in params])
+            for p, v in zip(params, param_views):
+                p.data = v
+            for k in self.keys:
+                views = _views(self.state[k], params)
+                torch._foreach_copy_(views, [s[k] for s in states])
+                for s, v in zip(states, views):
+                    s[k] = v
+        self.grad_views = _views(self.grad, params)
+        self._param_ptrs = [p.data_ptr() for p in params]
+        self._grad_ptrs = [v.data_ptr() for v in self.grad_views]
+        self._state_views = [[s[k] for k in self.keys] for s in states]
+
+    def holds(self, params: Sequence[Tensor], states: Sequence[dict]) -> bool:
+        """Whether `params` and `states` are still exactly the tensors of this flat storage."""
+        if len(params) != len(self.params) or any(p is not q for p, q in zip(params, self.params)):
+            return False
+        if [p.data_ptr() for p in params] != self._param_ptrs:
+            return False
+        return all(s is t and all(s.get(k) is v for k, v in zip(self.keys, views))
+                   for s, t, views in zip(states, self.states, self._state_views))
+
+    def ready(self, params: Sequence[Tensor], state: Mapping) -> bool:
+        """The per-step check of the fast path: the same parameters, not re-pointed, each with a
+        gradient, and the same state dicts (``load_state_dict`` makes new ones; a state tensor
+        replaced by hand inside a kept dict is not looked for here)."""
+        return (len(params) == len(self.params) and all(p is q for p, q in zip(params, self.params))
+                and [p.data_ptr() for p in params] == self._param_ptrs
+                and all(p.grad is not None for p in params)
+                and all(state.get(p) is s for p, s in zip(params, self.states)))
+
+    def advance(self) -> int:
+        """Count one step in every parameter's state; the new step count."""
+        step = self.states[0]["step"] + 1
+        for s in self.states:
+            s["step"] = step
+        return step
+
+    def gather_grads(self) -> Tensor:
+        """G, with every gradient that is not yet its view copied in and replaced by its view."""
+        stale = [(p, v) for p, v, ptr in zip(self.params, self.grad_views, self._grad_ptrs) if p.grad.data_ptr() != ptr]
+        if stale:
+            with torch.no_grad():
+                torch._foreach_copy_([v for _, v in stale], [p.grad for p, _ in stale])
+            for p, v in stale:
+                p.grad = v
+        return self.grad
+
+
+def _views(flat: Tensor, like: Sequence[Tensor]) -> list[Tensor]:
+    views, offset = [], 0
+    for p in like:
+        views.append(flat[offset:offset + p.numel()].view(p.shape))
+        offset += p.numel()
+    return views
