@@ -82,7 +82,8 @@ def drop_ins(args) -> None:
     print(header + " optarena fused=True | its first step (s) | fused=True, new grads | torch for-loop | torch foreach |"
           " torch fused | optarena fused / torch's fastest | new grads / torch's fastest |")
     print("|---|---|---|---:|" + ("---:|" if baseline else "") + "---:|---:|---:|---:|---:|---:|---:|---:|")
-    for shape, sizes in SHAPES.items():
+    shapes = args.shapes.split(",") if args.shapes else list(SHAPES)
+    for shape, sizes in ((k, SHAPES[k]) for k in shapes):
         for name in names:
             conventions = [c for c in ("pytorch", "article", "keras") if c in rules.entry(name).conventions]
             kwargs = {"momentum": 0.9} if name in ("sgd", "momentum") else {}  # torch's momentum is SGD's
@@ -136,9 +137,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--problems", default=",".join(problems.names()))
     parser.add_argument("--drop-ins", action="store_true", help="time optarena.optim against torch.optim per step")
     parser.add_argument("--optimizers", default="", help="with --drop-ins: a,b,... (default: all)")
+    parser.add_argument("--shapes", default="", help=f"with --drop-ins: some of {', '.join(SHAPES)} (comma-separated)")
     parser.add_argument("--repeats", type=int, default=7, help="with --drop-ins: steps timed per cell")
     parser.add_argument("--baseline", default="", help="with --drop-ins: another optim.py to time alongside")
     args = parser.parse_args(argv)
+    unknown = [k for k in args.shapes.split(",") if k and k not in SHAPES]
+    if unknown:
+        parser.error(f"unknown shape(s) {unknown}; choose from {list(SHAPES)}")
     torch.set_num_threads(args.threads)
     if args.drop_ins:
         drop_ins(args)

@@ -38,6 +38,24 @@ def test_step_speed_prints_a_row_per_problem():
     assert rows[1].split("|")[2].strip() == "2" and rows[2].split("|")[2].strip() == "31"
 
 
+def test_step_speed_drop_ins_prints_every_column():
+    script = SCRIPT.with_name("step_speed.py")
+    done = subprocess.run([sys.executable, str(script), "--drop-ins", "--optimizers", "adam", "--shapes",
+                           "50k in 100 tensors", "--repeats", "2"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = [line.split("|")[1:-1] for line in done.stdout.splitlines() if line.startswith("| ") and "---" not in line]
+    header, body = rows[0], rows[1:]
+    assert [r[2].strip() for r in body] == ["pytorch", "article", "keras"]
+    for r in body:
+        assert len(r) == len(header)
+        times = [float(c) for i, c in enumerate(r[3:10], 3) if i != 5]  # 5: the first step's seconds (0.0: no compile)
+        assert len(times) == 6 and all(t > 0 for t in times) and float(r[5]) >= 0  # torch's three included
+        assert r[-1].strip().endswith("x") and r[-2].strip().endswith("x")
+    bad = subprocess.run([sys.executable, str(script), "--drop-ins", "--shapes", "1 tensor"], capture_output=True,
+                         text=True, timeout=120)
+    assert bad.returncode == 2 and "unknown shape" in bad.stderr
+
+
 def test_scaling_quick_prints_every_table_with_every_run_done():
     script = SCRIPT.with_name("scaling.py")
     done = subprocess.run([sys.executable, str(script), "--quick"], capture_output=True, text=True, timeout=300)
