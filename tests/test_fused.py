@@ -189,16 +189,37 @@ def test_a_parameter_without_gradient_takes_the_per_tensor_path():
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
 
 
-def test_mixed_dtypes_and_nadam_state_stay_per_tensor():
+def test_mixed_dtypes_stay_per_tensor():
     params = [torch.randn(10, requires_grad=True), torch.randn(10, dtype=torch.float64, requires_grad=True)]
     opt = optim.Adam(params, fused=True)
     for p in params:
         p.grad = torch.ones_like(p)
     opt.step()
     assert not opt._flat
-    params = [torch.randn(10, requires_grad=True), torch.randn(5, requires_grad=True)]
-    opt = optim.Nadam(params, fused=True)  # a 0-d mu_product per parameter: not one value per coordinate
-    for p in params:
-        p.grad = torch.ones_like(p)
-    opt.step()
-    assert not opt._flat
+
+
+@pytest.mark.parametrize("convention", ["article", "pytorch", "keras"])
+def test_nadam_flat_keeps_one_mu_product_per_parameter(convention):
+    """NAdam's 0-d mu_product is updated once per step on the flat group and copied to every
+    parameter's state; after a step without one parameter's gradient (per-tensor path) the values
+    differ and the group stays per-tensor, as the eager rule."""
+    eager, flat = _model(), _model()
+    opt_e = optim.Nadam(eager.parameters(), convention=convention)
+    opt_f = optim.Nadam(flat.parameters(), convention=convention, fused=True)
+    for model, opt in ((eager, opt_e), (flat, opt_f)):
+        g = torch.Generator().manual_seed(1)
+        for t in range(8):
+            x, y = torch.randn(32, 6, generator=g), torch.randn(32, 3, generator=g)
+            opt.zero_grad()
+            torch.nn.functional.mse_loss(model(x), y).backward()
+            if t == 5:
+                list(model.parameters())[-1].grad = None
+            opt.step()
+            if opt is opt_f and t == 4:
+                assert opt._flat  # flat until the step without a gradient
+    assert not opt_f._flat
+    for a, b in zip(eager.parameters(), flat.parameters()):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+    for a, b in zip(eager.parameters(), flat.parameters()):
+        assert opt_f.state[b]["mu_product"].item() == pytest.approx(opt_e.state[a]["mu_product"].item(), rel=1e-6)
+        assert opt_f.state[b]["step"] == opt_e.state[a]["step"]

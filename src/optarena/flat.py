@@ -18,8 +18,10 @@ its view, so that with ``zero_grad(set_to_none=False)`` backward accumulates int
 copy disappears.
 
 A group is flattened only where every parameter is dense, real, contiguous, of one dtype and device,
-has a gradient this step, the same step count and only state shaped like itself (e.g. not NAdam's
-0-d ``mu_product``); otherwise `optim` takes the per-tensor compiled path. Anything that re-points a
+has a gradient this step, the same step count, and state shaped like itself or 0-d with the same
+value in every parameter (NAdam's ``mu_product``, a function of the step count: the rule updates the
+first parameter's, which is then copied into the others'); otherwise `optim` takes the per-tensor
+compiled path. Anything that re-points a
 parameter or a state tensor afterwards (``load_state_dict``, ``p.data = ...``, ``model.to(...)``) is
 noticed at the next step (`FlatGroup.holds`) and the group is flattened again from the new tensors.
 """
@@ -44,8 +46,16 @@ def eligible(params: Sequence[Tensor], grads: Sequence[Tensor], states: Sequence
             return False
         if [k for k in s if k != "step"] != keys or s.get("step") != states[0].get("step"):
             return False
-        if any(not isinstance(s[k], Tensor) or s[k].shape != p.shape or s[k].dtype != p.dtype for k in keys):
-            return False
+        for k in keys:
+            v = s[k]
+            if not isinstance(v, Tensor):
+                return False
+            if v.ndim == 0:  # one value per parameter (NAdam's mu_product): the same in all of them
+                first = states[0][k]
+                if v.dtype != first.dtype or v.device != first.device or not torch.equal(v, first):
+                    return False
+            elif v.shape != p.shape or v.dtype != p.dtype:
+                return False
     return True
 
 
@@ -56,7 +66,8 @@ class FlatGroup:
         p0 = params[0]
         self.params = list(params)
         self.states = list(states)
-        self.keys = [k for k in states[0] if k != "step"]
+        self.keys = [k for k in states[0] if k != "step" and states[0][k].ndim > 0]  # flattened
+        self.scalar_keys = [k for k in states[0] if k != "step" and states[0][k].ndim == 0]
         sizes = [p.numel() for p in params]
         n = sum(sizes)
         with torch.no_grad():
@@ -75,7 +86,18 @@ class FlatGroup:
         self.grad_views = _views(self.grad, params)
         self._param_ptrs = [p.data_ptr() for p in params]
         self._grad_ptrs = [v.data_ptr() for v in self.grad_views]
-        self._state_views = [[s[k] for k in self.keys] for s in states]
+        self._state_views = [[s[k] for k in self.keys + self.scalar_keys] for s in states]
+
+    def kernel_state(self) -> dict[str, Tensor]:
+        """The state the rule updates: the flat buffers, and the first parameter's 0-d values
+        (the others get them after the step, `sync_scalars`)."""
+        return {**self.state, **{k: self.states[0][k] for k in self.scalar_keys}}
+
+    def sync_scalars(self) -> None:
+        """Copy the 0-d state the rule updated (the first parameter's) into every other parameter's."""
+        for k in self.scalar_keys:
+            first = self.states[0][k]
+            torch._foreach_copy_([s[k] for s in self.states[1:]], [first] * (len(self.states) - 1))
 
     def holds(self, params: Sequence[Tensor], states: Sequence[dict]) -> bool:
         """Whether `params` and `states` are still exactly the tensors of this flat storage."""
@@ -83,7 +105,7 @@ class FlatGroup:
             return False
         if [p.data_ptr() for p in params] != self._param_ptrs:
             return False
-        return all(s is t and all(s.get(k) is v for k, v in zip(self.keys, views))
+        return all(s is t and all(s.get(k) is v for k, v in zip(self.keys + self.scalar_keys, views))
                    for s, t, views in zip(states, self.states, self._state_views))
 
     def ready(self, params: Sequence[Tensor], state: Mapping) -> bool:

@@ -106,7 +106,8 @@ class RuleOptimizer(torch.optim.Optimizer):
             flat = self._flat.get(index)
             if (flat is not None and group.get("fused") and not tensor_step and not group.get("maximize", False)
                     and flat.ready(group["params"], self.state)):
-                compiled.update_(rule, [flat.param], [flat.gather_grads()], [flat.state], flat.advance(), chunk=1)
+                compiled.update_(rule, [flat.param], [flat.gather_grads()], [flat.kernel_state()], flat.advance(), chunk=1)
+                flat.sync_scalars()
                 continue
             live = [param for param in group["params"] if param.grad is not None]
             if torch_kernels.handles(self.rule_name, rule, group, [param.grad for param in live]):
@@ -175,7 +176,8 @@ class RuleOptimizer(torch.optim.Optimizer):
             if not flat_storage.eligible(params, grads, states):
                 return False
             flat = self._flat[index] = flat_storage.FlatGroup(params, states)
-        compiled.update_(rule, [flat.param], [flat.gather_grads()], [flat.state], steps[0], chunk=1)
+        compiled.update_(rule, [flat.param], [flat.gather_grads()], [flat.kernel_state()], steps[0], chunk=1)
+        flat.sync_scalars()
         return True
 
     def _torch_step_(self, rule: Rule, group: dict, params: list[Tensor]) -> None:
