@@ -46,6 +46,14 @@ def plan(modules, quick: bool) -> tuple[list[Study], int]:
     return list(studies.values()), total
 
 
+def _work(s: Study) -> int:
+    """A study's size in run-steps, to start the largest first (its problem's cost per step aside)."""
+    from optarena import problems
+
+    spec = problems.PROBLEMS.get(s.problem)
+    return s.n_runs * (s.steps or getattr(spec, "default_steps", 1) or 1)
+
+
 def run_claims(
     ids: list[str] | None,
     quick: bool,
@@ -78,6 +86,8 @@ def run_claims(
             for s in batch:
                 results[s.key] = run(s)
             return
+
+        batch.sort(key=_work, reverse=True)  # the longest first, so that none is left to run alone at the end
 
         def in_thread(s: Study) -> StudyResult:
             with Store(store.path) as own:

@@ -130,3 +130,19 @@ def test_a_verdict_that_raises_becomes_a_failed_verdict(monkeypatch):
         (v,), _ = run_claims(["M2"], True, store, stored_only=True)
     assert v.summary == "The verdict could not be computed: KeyError: 'missing'"
     assert "Traceback" in v.details["error"]
+
+
+def test_side_by_side_studies_start_with_the_largest():
+    """With several workers the runner starts the studies largest first (run-steps, the problem's
+    default steps where a study leaves them out), so that no long study is left to run alone."""
+    from optarena import problems
+    from optarena.claims import suite
+    from optarena.verdicts import _work, plan
+
+    studies, _ = plan(claims.load(), quick=False)
+    for s in studies:
+        steps = s.steps or problems.PROBLEMS[s.problem].default_steps
+        assert _work(s) == s.n_runs * steps > 0
+    work = {s.key: _work(s) for s in studies}
+    assert work[suite.deep_budget_key("deep_mlp", 10, False)] > work[suite.deep_budget_key("deep_mlp", 3, False)]
+    assert max(work.values()) == work[suite.budget_key("digits_mlp", 10, False)]

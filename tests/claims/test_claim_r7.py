@@ -103,10 +103,13 @@ def test_design_meets_the_protocol(quick):
         lrs = sorted({p["lr"] for p in tuning.grid(tuning.space("adam", s.tune, s.lr_range, s.convention), s.budget)})
         assert len(lrs) >= 12 and s.seeds >= 5  # 1,000 steps: fewer points and seeds fit the hour
         assert lrs[0] == pytest.approx(1e-5) and lrs[-1] == pytest.approx(1e2)
-    # the budget sweep: 3x the default steps, both problems, Adam and Nadam on a half-decade grid
+    # the budget sweep: 3x the default steps on both problems, 10x on deep_mlp, Adam and Nadam on a
+    # half-decade grid
     three = [s for s in studies if s.steps == 3000]
-    assert [s.problem for s in three] == ["deep_mlp", "residual_mlp"] and len(one) + len(three) == len(studies)
-    for s in three:
+    ten = [s for s in studies if s.steps == 10000]
+    assert [s.problem for s in three] == ["deep_mlp", "residual_mlp"] and [s.problem for s in ten] == ["deep_mlp"]
+    assert len(one) + len(three) + len(ten) == len(studies)
+    for s in three + ten:
         assert set(s.optimizers) == {"adam", "nadam"} and s.seeds >= 5 and s.selection_seeds >= 3
         lrs = sorted({p["lr"] for p in tuning.grid(tuning.space("adam", s.tune, s.lr_range, s.convention), s.budget)})
         assert lrs[0] == pytest.approx(3e-6) and lrs[-1] == pytest.approx(3e-3) and len(lrs) == 7
@@ -170,4 +173,21 @@ def test_design_removes_the_confounds():
         for s in r7.design(quick):
             assert s.convention == "pytorch"  # eps outside the root for Adam and Nadam alike
             assert s.fixed_for("nadam") == {"lr": 1e-3, "momentum_decay": 1e3}  # flat mu; untuned lr = Adam's
-    assert {s.steps for s in r7.design(False)} == {1000, 3000}
+    assert {s.steps for s in r7.design(False)} == {1000, 3000, 10000}
+
+
+def test_a_budget_on_some_problems_is_reported_not_the_verdict():
+    """10x runs on deep_mlp only: decided on its cells and reported, the verdict stays at 3x."""
+    out = sweep(1.3, 0.97)
+    ten = results(1.3, jitter=0.01, quick=False, steps=10000, multiple=10)
+    out |= {k: r for k, r in ten.items() if r.study.problem == "deep_mlp"}
+    v = r7.verdict(out)
+    assert v.verdict == "supported" and v.details["budget"] == "3x"
+    assert v.details["outcome_per_budget"] == {"1x": "contradicted", "3x": "supported", "10x": "contradicted"}
+    assert v.details["holds_at_budgets"] == ["3x"] and v.details["budgets_on_some_problems"] == {"10x": ["deep_mlp"]}
+    assert set(v.details["per_budget"]["10x"]["cells"]) == {"deep_mlp tuned", "deep_mlp untuned"}
+    assert "10x (10000 steps, deep_mlp only): contradicted" in v.summary
+    assert v.problems == list(suite.DEEP_PROBLEMS)
+    out |= {k: r for k, r in results(0.97, jitter=0.01, quick=False, steps=10000, multiple=10).items()
+            if r.study.problem == "deep_mlp"}
+    assert r7.verdict(out).details["holds_at_budgets"] == ["3x", "10x"]
