@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import random
 import statistics
 import time
 
@@ -45,28 +46,35 @@ def _params(sizes: list[int]) -> list[torch.Tensor]:
     return params
 
 
-def _ms_per_step(make, sizes: list[int], repeats: int, first: list | None = None, new_grads: bool = False) -> float:
-    """Median ms of ``opt.step()``. The gradients stay the same tensors from step to step (as with
-    ``zero_grad(set_to_none=False)``), or with `new_grads` are set to new tensors before each step,
-    untimed (as backward after ``zero_grad()`` makes them: the flat storage of ``fused=True`` then
-    copies them in)."""
-    params = _params(sizes)
-    grads = [p.grad for p in params]
-    opt = make(params)
-    started = time.perf_counter()
-    opt.step()
-    if first is not None:  # the first step's wall seconds (for fused=True: compiling, or loading the cache)
-        first.append(time.perf_counter() - started)
-    opt.step()
-    times = []
-    for _ in range(repeats):
-        if new_grads:
-            for p, g in zip(params, grads):
-                p.grad = g
+def _ms_per_step(makers: dict[str, tuple], sizes: list[int], repeats: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Median ms of ``opt.step()`` for each ``name: (make, new_grads)``, measured interleaved (one
+    step of each in a shuffled order, `repeats` rounds), so that the machine's drift hits every column alike;
+    and each one's first step in wall seconds (for fused=True: compiling, or loading the cache).
+    The gradients stay the same tensors from step to step (as with ``zero_grad(set_to_none=False)``),
+    or with `new_grads` are set to new tensors before each step, untimed (as backward after
+    ``zero_grad()`` makes them: the flat storage of ``fused=True`` then copies them in)."""
+    runs, first = {}, {}
+    for name, (make, new_grads) in makers.items():
+        params = _params(sizes)
+        grads = [p.grad for p in params]
+        opt = make(params)
         started = time.perf_counter()
         opt.step()
-        times.append(time.perf_counter() - started)
-    return 1e3 * statistics.median(times)
+        first[name] = time.perf_counter() - started
+        opt.step()
+        runs[name] = (opt, params, grads, new_grads, [])
+    order = list(runs.values())
+    shuffle = random.Random(0).shuffle
+    for _ in range(repeats):
+        shuffle(order)  # a new order each round: no column always follows the same one (its cache footprint)
+        for opt, params, grads, new_grads, times in order:
+            if new_grads:
+                for p, g in zip(params, grads):
+                    p.grad = g
+            started = time.perf_counter()
+            opt.step()
+            times.append(time.perf_counter() - started)
+    return {name: 1e3 * statistics.median(r[4]) for name, r in runs.items()}, first
 
 
 def drop_ins(args) -> None:
@@ -87,42 +95,37 @@ def drop_ins(args) -> None:
         for name in names:
             conventions = [c for c in ("pytorch", "article", "keras") if c in rules.entry(name).conventions]
             kwargs = {"momentum": 0.9} if name in ("sgd", "momentum") else {}  # torch's momentum is SGD's
-            torch_cache: dict[tuple, dict[str, float]] = {}
-
-            def torch_times_for(options: dict) -> dict[str, float]:  # torch's paths, timed once per options
-                key = tuple(sorted(options.items()))
-                if key not in torch_cache and name in TORCH_CLASS:
+            for convention in conventions:
+                ours_kwargs = {k: v for k, v in kwargs.items() if k in rules.defaults(name, convention)}
+                makers = {"ours": (lambda ps: optim.create(name, ps, convention, **ours_kwargs), False)}
+                if baseline:
+                    makers["baseline"] = (lambda ps: baseline.create(name, ps, convention, **ours_kwargs), False)
+                elementwise = rules.entry(name).conventions[convention].rule.elementwise
+                if elementwise:
+                    fused = lambda ps: optim.create(name, ps, convention, fused=True, **ours_kwargs)  # noqa: E731
+                    makers |= {"fused": (fused, False), "fresh": (fused, True)}
+                if name in TORCH_CLASS:  # torch's paths beside ours, with the same options
                     klass = getattr(torch.optim, TORCH_CLASS[name])
                     paths = {"for-loop": {"foreach": False}, "foreach": {"foreach": True}}
                     if TORCH_CLASS[name] in FUSED:
                         paths["fused"] = {"fused": True}
-                    torch_cache[key] = {path: _ms_per_step(lambda ps: klass(ps, **flag, **options), sizes, args.repeats)
-                                        for path, flag in paths.items()}
-                return torch_cache.get(key, {})
-
-            for convention in conventions:
-                ours_kwargs = {k: v for k, v in kwargs.items() if k in rules.defaults(name, convention)}
+                    for path, flag in paths.items():
+                        makers[f"torch {path}"] = (lambda ps, flag=flag: klass(ps, **flag, **ours_kwargs), False)
                 try:
-                    ours = _ms_per_step(lambda ps: optim.create(name, ps, convention, **ours_kwargs), sizes, args.repeats)
+                    ms, first = _ms_per_step(makers, sizes, args.repeats)
                 except ValueError as e:  # e.g. a matrix rule on a shape it refuses
                     print(f"| {shape} | {name} | {convention} | {e} |")
                     continue
-                row = f"| {shape} | {name}{' m=0.9' if ours_kwargs else ''} | {convention} | {ours:.2f} |"
+                row = f"| {shape} | {name}{' m=0.9' if ours_kwargs else ''} | {convention} | {ms['ours']:.2f} |"
                 if baseline:
-                    before = _ms_per_step(lambda ps: baseline.create(name, ps, convention, **ours_kwargs), sizes,
-                                          args.repeats)
-                    row += f" {before:.2f} |"
-                if rules.entry(name).conventions[convention].rule.elementwise:
-                    first: list[float] = []
-                    fast = _ms_per_step(lambda ps: optim.create(name, ps, convention, fused=True, **ours_kwargs),
-                                        sizes, args.repeats, first)
-                    fresh = _ms_per_step(lambda ps: optim.create(name, ps, convention, fused=True, **ours_kwargs),
-                                         sizes, args.repeats, new_grads=True)
-                    row += f" {fast:.2f} | {first[0]:.1f} | {fresh:.2f} |"
+                    row += f" {ms['baseline']:.2f} |"
+                if elementwise:
+                    fast, fresh = ms["fused"], ms["fresh"]
+                    row += f" {fast:.2f} | {first['fused']:.1f} | {fresh:.2f} |"
                 else:
-                    fast = fresh = ours
+                    fast = fresh = ms["ours"]
                     row += " - | - | - |"
-                torch_times = torch_times_for(ours_kwargs)
+                torch_times = {p: ms[f"torch {p}"] for p in ("for-loop", "foreach", "fused") if f"torch {p}" in ms}
                 fastest = min(torch_times.values()) if torch_times else None
                 cells = [f"{torch_times[p]:.2f}" if p in torch_times else "-" for p in ("for-loop", "foreach", "fused")]
                 ratio = f"{fast / fastest:.2f}x" if fastest else "-"

@@ -123,3 +123,31 @@ def test_claims_on_ray_write_the_same_verdicts_as_local(ray_backend, tmp_path):
         written[name] = strip_timings(json.loads((tmp_path / name / "verdicts.json").read_text()))
     assert written["ray"] == written["local"]
     assert [v["verdict"] for v in written["local"]] and all(v["run_keys"] for v in written["local"])
+
+
+def small_mlp():
+    import torch
+
+    return torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
+
+
+def small_data():
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(60, 4, generator=g)
+    y = (x[:, 0] + x[:, 1] > 0).long()
+    return (x[:40], y[:40]), (x[40:], y[40:])
+
+
+def test_compare_on_ray_gives_the_local_comparison(ray_backend):
+    """`compare(..., backend=)` in the Python API: the user's model, data and loss go to the
+    workers by pickling, and the stored runs and the table are those of the local backend."""
+    from optarena.comparison import compare
+
+    options = dict(optimizers=["adam", "sgd"], budget=2, seeds=2, steps=8, batch_size=8, progress=False)
+    with Store() as here, Store() as there:
+        local = compare(small_mlp, small_data(), store=here, **options)
+        distributed = compare(small_mlp, small_data(), store=there, backend=ray_backend, **options)
+        assert stored(there) == stored(here) and len(stored(here)) == 12
+    assert distributed.table() == local.table()

@@ -71,3 +71,18 @@ def test_an_out_that_is_a_file_is_refused_before_training(tmp_path, capsys):
     captured = capsys.readouterr()
     assert code == 2 and "--out" in captured.err and "is a file" in captured.err
     assert target.read_text() == "not a folder"
+
+
+def test_report_with_runs_missing_names_them_and_trains_nothing(tmp_path, capsys):
+    from optarena.store import Store
+
+    path = tmp_path / "store.sqlite"
+    Store(path).close()  # a store with no runs in it
+    code = cli.main(["report", "--only", "M2", "--store", str(path), "--out", str(tmp_path / "out")])
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert code == 1 and err.count("\n") == 0
+    assert "runs are not in the store" in err and "M2/noisy_quadratic/quick" in err and "optarena claims --store" in err
+    with Store(path) as store:
+        assert len(store) == 0
+    assert not (tmp_path / "out" / "verdicts.json").exists()

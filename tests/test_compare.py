@@ -102,7 +102,8 @@ def test_optimizer_names():
         compare(mlp, classification_data(), optimizers="adamx", **FAST)
 
 
-@pytest.mark.parametrize(("kwargs", "needle"), [({"budget": 0}, "budget"), ({"seeds": 0}, "seeds"), ({"method": "bayes"}, "method")])
+@pytest.mark.parametrize(("kwargs", "needle"), [({"budget": 0}, "budget"), ({"seeds": 0}, "seeds"), ({"method": "bayes"}, "method"),
+                                                ({"backend": "dask"}, "backend must be one of local, ray")])
 def test_bad_settings(kwargs, needle):
     with pytest.raises(ValueError, match=needle):
         compare(mlp, classification_data(), optimizers="adam", **{**FAST, **kwargs})

@@ -51,8 +51,9 @@ def _print_verdicts(verdicts) -> None:
 
 def run(args: argparse.Namespace, train: bool = True) -> int:
     from optarena import claims
-    from optarena.verdicts import plan, run_claims, write_outputs
     from optarena.store import Store
+    from optarena.study import MissingRuns
+    from optarena.verdicts import plan, run_claims, write_outputs
 
     command = "claims" if train else "report"
     try:
@@ -76,10 +77,15 @@ def run(args: argparse.Namespace, train: bool = True) -> int:
     studies, total = plan(modules, quick)
     console.stdout.print(f"optarena {command} ({'quick' if quick else 'full'} mode): {len(ids)} claims, about {total} runs; "
                          f"store {store_path}", soft_wrap=True)
-    with console.threads(args.threads), console.progress(total if train else 0, "runs", enabled=train) as advance:
-        verdicts, meta = run_claims(ids, quick, store, device=args.device, progress=advance,
-                                    on_study=getattr(advance, "describe", None), backend=backend,
-                                    stored_only=not train)
+    try:
+        with console.threads(args.threads), console.progress(total if train else 0, "runs", enabled=train) as advance:
+            verdicts, meta = run_claims(ids, quick, store, device=args.device, progress=advance,
+                                        on_study=getattr(advance, "describe", None), backend=backend,
+                                        stored_only=not train)
+    except MissingRuns as e:  # only `report` (stored_only): it never trains
+        mode = "" if quick else " --full"
+        raise console.RunFailed(f"{e}; nothing was trained or written: run `optarena claims{mode} --store {store_path}` "
+                                "to train what is missing") from None
     meta["store"] = str(store_path)
     path = write_outputs(verdicts, meta, out)
     _print_verdicts(verdicts)

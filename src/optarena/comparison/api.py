@@ -5,12 +5,13 @@ UserProblem) and the checks of their settings; what the study produced is a `Com
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from typing import Any, Callable, Sequence
 
 import torch
 
-from optarena import console, rules, tuning
+from optarena import backends, console, rules, tuning
 from optarena.backends import Backend
 from optarena.comparison.problem_file import load_problem_file
 from optarena.comparison.result import Comparison
@@ -81,9 +82,16 @@ def compare(
     warmup: float | None = None,
     clip_grad_norm: float | None = None,
     optuna_storage: str | None = None,
+    backend: Backend | str | None = None,
 ) -> "Comparison":
     """Tune every optimizer with the same `budget` on `model` and `data`, rerun the best of each and
     its defaults over `seeds` seeds, and return the `Comparison`.
+
+    `backend`: where the batches run: None or "local" (this process), "ray" (a Ray cluster started on
+    this machine's cores, closed at the end) or a backend of ``optarena.backends.get`` (e.g.
+    ``get("ray", address="HEAD:6379")`` to join a cluster; the caller closes it). Other processes get
+    `model`, `data` and `loss` by pickling (Ray's cloudpickle: functions of a script or notebook
+    travel by value, those of an importable module by reference, so the workers must import it).
 
     `tune`: hyperparameters tuned besides lr within the same budget ("weight_decay", "momentum",
     "betas", ...; each optimizer tunes those it has, see `optarena optimizers`). `schedule`,
@@ -102,9 +110,20 @@ def compare(
     device = console.check_device(str(device))
     setup = make_setup(steps, schedule, warmup, clip_grad_norm)
     tune = check_tune(tune, names)
-    problem = UserProblem(model, data, loss=loss, batch_size=batch_size, steps=steps, name=name, device=device)
-    return run_comparison(problem, names, budget, seeds, steps, convention, method, store, device, progress, threads,
-                          tune=tune, setup=setup, optuna_storage=optuna_storage)
+    factory = functools.partial(UserProblem, model, data, loss=loss, batch_size=batch_size, steps=steps, name=name,
+                                device=device)
+    problem = factory()
+    own_backend = isinstance(backend, str)
+    if own_backend:
+        if backend not in backends.BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(backends.BACKENDS)} or a Backend, got {backend!r}")
+        backend = backends.get(backend)
+    try:
+        return run_comparison(problem, names, budget, seeds, steps, convention, method, store, device, progress, threads,
+                              tune=tune, setup=setup, optuna_storage=optuna_storage, backend=backend, factory=factory)
+    finally:
+        if own_backend:
+            backend.close()
 
 
 def make_setup(steps: int | None, schedule: str = "constant", warmup: float | None = None,
