@@ -150,4 +150,8 @@ def test_compare_on_ray_gives_the_local_comparison(ray_backend):
         local = compare(small_mlp, small_data(), store=here, **options)
         distributed = compare(small_mlp, small_data(), store=there, backend=ray_backend, **options)
         assert stored(there) == stored(here) and len(stored(here)) == 12
-    assert distributed.table() == local.table()
+    def measured_aside(rows):  # seconds per step are measured, so they differ between any two runs
+        return [{k: v for k, v in r.items() if k != "seconds_per_step"} for r in rows]
+
+    assert measured_aside(distributed.table()) == measured_aside(local.table())
+    assert distributed.best == local.best
