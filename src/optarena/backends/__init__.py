@@ -65,4 +65,4 @@ def get(name: str = "local", address: str | None = None, **options) -> Backend:
         from optarena.backends.ray import RayBackend
 
         return RayBackend(address=address, **options)
-    raise ValueError(f"unknown backend {name!r}; allowed: {', '.join(BACKENDS)}")
+    raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {name!r}")

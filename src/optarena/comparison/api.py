@@ -115,9 +115,7 @@ def compare(
     problem = factory()
     own_backend = isinstance(backend, str)
     if own_backend:
-        if backend not in backends.BACKENDS:
-            raise ValueError(f"backend must be one of {', '.join(backends.BACKENDS)} or a Backend, got {backend!r}")
-        backend = backends.get(backend)
+        backend = backends.get(backend)  # ValueError naming the allowed ones
     try:
         return run_comparison(problem, names, budget, seeds, steps, convention, method, store, device, progress, threads,
                               tune=tune, setup=setup, optuna_storage=optuna_storage, backend=backend, factory=factory)
