@@ -25,3 +25,22 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+class _WithoutHandGradient:
+    """A problem seen without its hand-written gradient (``loss_and_grad``): the engine then
+    differentiates it with autograd, as the loop does."""
+
+    def __init__(self, problem):
+        self._problem = problem
+
+    def __getattr__(self, name):
+        if name == "loss_and_grad":
+            raise AttributeError(name)
+        return getattr(self._problem, name)
+
+
+@pytest.fixture(scope="session")
+def without_hand_gradient():
+    """``without_hand_gradient(problem)``: the problem, its engine runs differentiated by autograd."""
+    return _WithoutHandGradient

@@ -52,11 +52,16 @@ def supports(rule: Rule) -> bool:
     return rule.elementwise and not any(isinstance(v, Tensor) and v.ndim > 0 for v in rule.hparams().values())
 
 
-def _split(rule: Rule) -> tuple[dict, tuple[str, ...], list[float]]:
-    """The rule's fields as (fixed: bools and zeros, the names of the others, their values)."""
+def _split(rule: Rule) -> tuple[dict, tuple[str, ...], list]:
+    """The rule's fields as (fixed: bools and zeros, the names of the others, their values: floats,
+    or (R,) tensors for hyperparameters with one value per run)."""
     fixed, names, values = {}, [], []
     for f in dataclasses.fields(rule):
         value = getattr(rule, f.name)
+        if isinstance(value, Tensor) and value.ndim > 0:
+            names.append(f.name)
+            values.append(value)
+            continue
         if isinstance(value, Tensor):
             value = value.item()
         if isinstance(value, bool) or value == 0:
@@ -67,11 +72,13 @@ def _split(rule: Rule) -> tuple[dict, tuple[str, ...], list[float]]:
     return fixed, tuple(names), values
 
 
-def _make(rule_type: type[Rule], fixed: dict, names: tuple[str, ...], keys: tuple[str, ...]) -> Callable:
+def _make(rule_type: type[Rule], fixed: dict, names: tuple[str, ...], keys: tuple[str, ...],
+          per_run: bool = False) -> Callable:
     def kernel(params, grads, states, step, *values):
         rule = rule_type(**fixed, **dict(zip(names, values)))
         for i in range(len(params)):
-            rule.update_(params[i], grads[i], {k: states[j][i] for j, k in enumerate(keys)}, step)
+            rule_i = rule.for_param(params[i]) if per_run else rule
+            rule_i.update_(params[i], grads[i], {k: states[j][i] for j, k in enumerate(keys)}, step)
 
     # A code object of its own: dynamo keeps its compiled graphs (and its recompile limit) per code
     # object, so kernels of different rules made from this one function would evict each other.
@@ -163,8 +170,42 @@ def update_(rule: Rule, params: list[Tensor], grads: list[Tensor], states: list[
         kernel(ps, gs, columns, step_t, *scalars)
 
 
-def _first_call(key: tuple, *, rule_type, fixed, names, keys, args) -> Callable | None:
-    kernel = _make(rule_type, fixed, names, keys)
+def update_runs_(rule: Rule, params: list[Tensor], grads: list[Tensor], states: list[dict], step: int) -> None:
+    """The engine's update of one group of runs: ``rule.for_param(p).update_(p, g, s, step)`` for every
+    parameter p (R, ...) of the group, all in ONE compiled call (the elementwise rule `rule`, whose
+    hyperparameters are floats or (R,) tensors, one value per run; see `rules.base.Rule.for_param`).
+
+    One kernel per (rule class, code path, which hyperparameters are per run, the parameters' ranks,
+    dtype, device); sizes are dynamic, so the number of runs and the model's shapes do not recompile.
+    Equal to the eager update up to float rounding (tests/test_engine.py runs both ways)."""
+    fixed, names, values = _split(rule)
+    keys = tuple(states[0])
+    if any(tuple(s) != keys for s in states):
+        raise ValueError("update_runs_: every parameter's state must have the same keys")
+    p0 = params[0]
+    ranks = tuple((p.ndim, tuple(states[0][k].ndim for k in keys)) for p in params)
+    per_run = tuple(n for n, v in zip(names, values) if isinstance(v, Tensor))
+    key = (type(rule), tuple(sorted(fixed.items())), names, per_run, keys, ranks, p0.dtype, p0.device.type, "runs")
+    kernel = _KERNELS.get(key, False)
+    if kernel is None:  # compilation failed before: the eager rule
+        for p, g, s in zip(params, grads, states):
+            rule.for_param(p).update_(p, g, s, step)
+        return
+    dtype = torch.float64 if p0.dtype == torch.float64 else torch.float32
+    inputs = [v if isinstance(v, Tensor) else torch.tensor(v, dtype=dtype) for v in values]
+    step_t = torch.tensor(float(step), dtype=dtype)
+    columns = [[s[k] for s in states] for k in keys]
+    if kernel is False:
+        kernel = _first_call(key, rule_type=type(rule), fixed=fixed, names=names, keys=keys, per_run=True,
+                             args=(list(params), list(grads), columns, step_t, *inputs))
+        if kernel is None:
+            update_runs_(rule, params, grads, states, step)
+        return
+    kernel(list(params), list(grads), columns, step_t, *inputs)
+
+
+def _first_call(key: tuple, *, rule_type, fixed, names, keys, args, per_run: bool = False) -> Callable | None:
+    kernel = _make(rule_type, fixed, names, keys, per_run)
     started = time.perf_counter()
     try:
         with torch.fx.experimental._config.patch(use_duck_shape=False):

@@ -61,10 +61,11 @@ def test_mlp_matches_torch_nn(build, name, activation):
     x = p.x_val[:50]
     logits = p.forward(params, x.expand(2, *x.shape))
     for r in range(2):
-        first, second = nn.Linear(*params["w1"][r].shape), nn.Linear(*params["w2"][r].shape)
+        # weights as nn.Linear holds them, (out, in)
+        first, second = nn.Linear(*params["w1"][r].shape[::-1]), nn.Linear(*params["w2"][r].shape[::-1])
         with torch.no_grad():
-            first.weight.copy_(params["w1"][r].T), first.bias.copy_(params["b1"][r])
-            second.weight.copy_(params["w2"][r].T), second.bias.copy_(params["b2"][r])
+            first.weight.copy_(params["w1"][r]), first.bias.copy_(params["b1"][r])
+            second.weight.copy_(params["w2"][r]), second.bias.copy_(params["b2"][r])
         torch.testing.assert_close(logits[r], nn.Sequential(first, activation, second)(x), rtol=1e-5, atol=1e-5)
     expected = torch.stack([F.cross_entropy(logits[r], p.y_val[:50]) for r in range(2)])
     torch.testing.assert_close(p.example_loss(logits, p.y_val[:50]).mean(-1), expected)
@@ -72,7 +73,7 @@ def test_mlp_matches_torch_nn(build, name, activation):
 
 def test_mlp_hidden_option(build):
     p = build("digits_mlp", hidden=16)
-    assert p.init_params(torch.tensor([0]))["w1"].shape == (1, 64, 16)
+    assert p.init_params(torch.tensor([0]))["w1"].shape == (1, 16, 64)  # (runs, hidden, inputs)
 
 
 def test_cnn_matches_ungrouped_convolutions(build):

@@ -456,9 +456,21 @@ def _dropin_final_loss(problem, trial: Trial) -> float:
         return float(problem.evaluate({k: v.unsqueeze(0) for k, v in leaves.items()})["train_loss"][0])
 
 
+# Batched and single-run matrix products round differently (and differently again with another
+# number of threads), and these rules' matrix functions amplify it: measured up to 2.4e-4 for SOAP
+# (the eigenbases of its 64 x 64 statistic of rank <= 10 are not unique), 2.1e-5 for Muon,
+# <= 1.2e-7 for the others.
+DROPIN_TOLERANCE = {"soap": 1e-3, "muon": 1e-4}
+
+
 @pytest.fixture(scope="module")
-def contender_stack():
-    problem = problems.get("digits_mlp")
+def contender_stack(without_hand_gradient):
+    """digits_mlp differentiated by autograd, as the drop-in loop does. The hand-written gradient
+    equals autograd's to float32 rounding (tests/problems/test_hand_gradients.py), but SOAP's
+    eigenbases of rank-deficient statistics and Muon's Newton-Schulz iteration amplify a 1e-7
+    difference in the gradient to up to 4.5e-3 in the loss after 30 steps (measured); here the
+    batching of the rules is tested."""
+    problem = without_hand_gradient(problems.get("digits_mlp"))
     trials = [Trial("digits_mlp", name, convention, h, i % 2, ENGINE_STEPS)
               for name, settings in ENGINE_SETTINGS.items()
               for convention in rules.entry(name).conventions
@@ -487,7 +499,7 @@ def test_a_batch_of_contender_runs_equals_each_run_alone(contender_stack):
 def test_a_batch_of_contender_runs_equals_the_dropin_loop(contender_stack):
     problem, trials, batched = contender_stack
     for t, r in zip(trials, batched):
-        assert abs(r.final["train_loss"] - _dropin_final_loss(problem, t)) <= 1e-5, t
+        assert abs(r.final["train_loss"] - _dropin_final_loss(problem, t)) <= DROPIN_TOLERANCE.get(t.optimizer, 1e-5), t
 
 
 # ---- the registry and validation -------------------------------------------------------------

@@ -45,6 +45,13 @@ def binary_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
     return F.binary_cross_entropy_with_logits(logits, labels.expand_as(logits), reduction="none")
 
 
+def binary_cross_entropy_and_grad(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean logistic loss per run, (R,), from logits (R, B), and its sum's gradient (sigmoid(z) - y) / B."""
+    labels = labels.expand_as(logits)
+    losses = F.binary_cross_entropy_with_logits(logits, labels, reduction="none").mean(-1)
+    return losses, torch.sigmoid(logits).sub_(labels).div_(logits.shape[-1])
+
+
 def binary_correct(logits: Tensor, labels: Tensor) -> Tensor:
     """1.0 where sign(logit) predicts the 0/1 label: -> (R, B)."""
     return ((logits > 0) == (labels > 0.5)).to(logits.dtype)

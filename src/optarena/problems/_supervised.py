@@ -87,21 +87,28 @@ class SupervisedProblem(abc.ABC):
         gets its own copy of its seed's batch. Problems override it where sharing pays."""
         return self.forward(params, x.expand(len(slot), *x.shape[1:]) if x.shape[0] == 1 else x[slot])
 
+    def forward_shared(self, params: dict[str, Tensor], x: Tensor) -> Tensor:
+        """Outputs (R, N, ...) of every run on inputs x (N, ...) that all runs share (evaluation);
+        by default a stride-0 expand of x. Problems override it where one matrix product pays."""
+        runs = next(iter(params.values())).shape[0]
+        return self.forward(params, x.expand(runs, *x.shape))
+
     def evaluate(self, params: dict[str, Tensor]) -> dict[str, Tensor]:
         with torch.no_grad():
-            train_loss, _ = self._means(params, self.x_train, self.y_train)
+            train_loss, _ = self._means(params, self.x_train, self.y_train, accuracy=False)
             val_loss, val_accuracy = self._means(params, self.x_val, self.y_val)
         return {"train_loss": train_loss, "val_loss": val_loss, "val_accuracy": val_accuracy}
 
-    def _means(self, params: dict[str, Tensor], x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        """Mean loss and accuracy of every run over all of (x, y), in chunks of examples."""
+    def _means(self, params: dict[str, Tensor], x: Tensor, y: Tensor, accuracy: bool = True) -> tuple[Tensor, Tensor]:
+        """Mean loss and accuracy of every run over all of (x, y), in chunks of examples (`accuracy`
+        False: the caller does not need it, a problem may skip it and return None)."""
         runs = next(iter(params.values())).shape[0]
         chunk = max(1, EVAL_BUDGET // (runs * self.activation_size))
         loss_sum = torch.zeros(runs, dtype=self.dtype, device=self.device)
         correct_sum = torch.zeros(runs, dtype=self.dtype, device=self.device)
         for start in range(0, len(x), chunk):
             xs, ys = x[start : start + chunk], y[start : start + chunk]
-            out = self.forward(params, xs.expand(runs, *xs.shape))
+            out = self.forward_shared(params, xs)
             loss_sum += self.example_loss(out, ys).sum(-1)
             correct_sum += self.correct(out, ys).sum(-1)
         return loss_sum / len(x), correct_sum / len(x)

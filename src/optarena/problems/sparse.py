@@ -74,7 +74,7 @@ class _SparseLogistic(SupervisedProblem):
             metrics["rare_weight_error"] = self.rare_weight_error(params)
         return metrics
 
-    def _means(self, params: dict[str, Tensor], x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    def _means(self, params: dict[str, Tensor], x: Tensor, y: Tensor, accuracy: bool = True) -> tuple[Tensor, Tensor]:
         """As for every supervised problem, a few runs at a time: the gathers then read a table
         that stays in cache (one run's w is 4 MB for sparse_ctr), instead of R of them at random."""
         w = params["w"]

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from optarena.problems import _nn
+from optarena.problems import _mlp, _nn
 from optarena.problems._checks import check_int
 from optarena.problems._init import glorot_uniform, kaiming_uniform, per_seed
 from optarena.problems._supervised import SupervisedProblem, stratified_split
@@ -64,9 +64,14 @@ def _breast_cancer_split() -> tuple[np.ndarray, ...]:
 
 
 class _MLPClassifier(SupervisedProblem):
-    """A one-hidden-layer MLP classifier: params w1 (R, in, hidden), b1 (R, hidden), w2 (R, hidden, C), b2 (R, C)."""
+    """A one-hidden-layer MLP classifier, weights as ``torch.nn.Linear`` holds them: params w1 (R, hidden, in),
+    b1 (R, hidden), w2 (R, C, hidden), b2 (R, C).
 
-    activation = staticmethod(torch.tanh)
+    The engine trains it with the forward and backward written out (`loss_and_grad`) and evaluates it
+    with one matrix product per chunk of runs and examples (`_means`), both from `_mlp`; the loop and
+    `loss` use the same network through autograd."""
+
+    activation = "tanh"
 
     def __init__(self, split, hidden: int, batch_size: int, dtype, device) -> None:
         super().__init__(batch_size, dtype, device)
@@ -83,18 +88,45 @@ class _MLPClassifier(SupervisedProblem):
         n_in, hidden, n_out, dtype = self.n_inputs, self.hidden, self.n_classes, self.dtype
 
         def draw(g: torch.Generator) -> dict[str, Tensor]:
+            # drawn as (in, out) and stored transposed: the values of the earlier (in, out) layout
             return {
-                "w1": self._draw_hidden(g),
+                "w1": self._draw_hidden(g).T.contiguous(),
                 "b1": torch.zeros(hidden, dtype=dtype),
-                "w2": glorot_uniform(hidden, n_out, (hidden, n_out), g, dtype),
+                "w2": glorot_uniform(hidden, n_out, (hidden, n_out), g, dtype).T.contiguous(),
                 "b2": torch.zeros(n_out, dtype=dtype),
             }
 
         return per_seed(seeds, draw, self.device)
 
+    def _layers(self, params: dict[str, Tensor]) -> list[tuple[Tensor, Tensor]]:
+        return [(params["w1"], params["b1"]), (params["w2"], params["b2"])]
+
     def forward(self, params: dict[str, Tensor], x: Tensor) -> Tensor:
-        layers = [(params["w1"], params["b1"]), (params["w2"], params["b2"])]
-        return _nn.mlp(x, layers, self.activation)
+        """Logits (R, B, C) from inputs (R, B, in), through autograd-friendly `torch.baddbmm`s."""
+        f = getattr(torch, self.activation)  # torch.tanh, torch.relu
+        (w1, b1), (w2, b2) = self._layers(params)
+        h = f(torch.baddbmm(b1.unsqueeze(1), x, w1.transpose(1, 2)))
+        return torch.baddbmm(b2.unsqueeze(1), h, w2.transpose(1, 2))
+
+    def loss_and_grad(self, params: dict[str, Tensor], batch: tuple[Tensor, ...],
+                      slot: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        """`loss` and the gradient of its sum, by hand (`_mlp.loss_and_grad`): what autograd gives,
+        without its graph; the runs that share a minibatch share its first-layer product."""
+        x, y = self.examples(batch)
+        runs = params["w1"].shape[0]
+        blocks = _mlp.Blocks.of(slot, runs, x.shape[0])
+        labels = y.expand(runs, -1) if y.shape[0] == 1 else (y if slot is None else y.index_select(0, slot))
+        with torch.no_grad():
+            losses, ((w1, b1), (w2, b2)) = _mlp.loss_and_grad(
+                [(w.detach(), b.detach()) for w, b in self._layers(params)], x, labels, blocks, self.activation)
+        return losses, {"w1": w1, "b1": b1, "w2": w2, "b2": b2}
+
+    def _means(self, params: dict[str, Tensor], x: Tensor, y: Tensor, accuracy: bool = True
+               ) -> tuple[Tensor, Tensor | None]:
+        with torch.no_grad():
+            loss_sum, correct = _mlp.evaluate_sums([(w.detach(), b.detach()) for w, b in self._layers(params)],
+                                                   x, y, self.activation, count_correct=accuracy)
+        return loss_sum / len(x), (correct / len(x) if accuracy else None)
 
 
 class DigitsMLP(_MLPClassifier):
@@ -126,7 +158,7 @@ class MnistMLP(_MLPClassifier):
     name = "mnist_mlp"
     tags = frozenset({"vision"})
     default_steps = 500
-    activation = staticmethod(torch.relu)
+    activation = "relu"
 
     def __init__(self, hidden: int = 128, batch_size: int = 128, dtype=torch.float32, device="cpu") -> None:
         super().__init__(mnist_split(), hidden, batch_size, dtype, device)
@@ -171,6 +203,28 @@ class BreastCancerLogreg(SupervisedProblem):
         then each run's own seed: far cheaper than R copies of the inputs when U is small."""
         every = (x.reshape(-1, x.shape[-1]) @ params["w"].T).view(x.shape[0], x.shape[1], -1)
         return every[slot, :, torch.arange(len(slot), device=slot.device)]
+
+    def forward_shared(self, params: dict[str, Tensor], x: Tensor) -> Tensor:
+        """Logits (R, N) on features (N, 31) shared by every run: one (N, 31) @ (31, R) product."""
+        return (x @ params["w"].T).T
+
+    def loss_and_grad(self, params: dict[str, Tensor], batch: tuple[Tensor, ...],
+                      slot: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        """`loss` and the gradient of its sum by hand: with d = (sigmoid(z) - y) / B per run and
+        example, dw_r = sum_b d_rb x_rb; grouped, the transpose of `forward_grouped`'s product,
+        (31, U*B) @ (U*B, R), with d placed at each run's seed's rows (zero elsewhere)."""
+        x, y = self.examples(batch)
+        with torch.no_grad():
+            p = {"w": params["w"].detach()}
+            if slot is None:
+                losses, d = _nn.binary_cross_entropy_and_grad(self.forward(p, x), y)
+                return losses, {"w": torch.bmm(d.unsqueeze(1), x.expand(d.shape[0], *x.shape[1:])).squeeze(1)}
+            runs = torch.arange(len(slot), device=slot.device)
+            losses, d = _nn.binary_cross_entropy_and_grad(self.forward_grouped(p, x, slot),
+                                                          y.expand(len(slot), -1) if y.shape[0] == 1 else y[slot])
+            spread = d.new_zeros(x.shape[0], x.shape[1], len(slot))
+            spread[slot, :, runs] = d
+            return losses, {"w": (x.reshape(-1, x.shape[-1]).T @ spread.view(-1, len(slot))).T}
 
 
 class MnistCNN(SupervisedProblem):

@@ -25,10 +25,11 @@ def power(base: HP, exponent) -> HP:
     hoist ``std::pow`` out of the loop (it compiles with ``-fmath-errno``), which alone made the
     compiled Adam 3x slower than torch's fused kernel on 8M parameters. A cumulative sum over one
     element is the identity, and inductor leaves it to ATen: one call, its result read by the loop.
+    (Over a new axis of length one, so a per-run tensor, one value per run, stays one value per run.)
     """
     result = base**exponent
     if isinstance(result, Tensor) and torch.compiler.is_compiling():
-        return torch.cumsum(result.reshape(-1), 0).reshape(result.shape)
+        return torch.cumsum(result.unsqueeze(-1), -1).squeeze(-1)
     return result
 
 
