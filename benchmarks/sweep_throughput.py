@@ -36,6 +36,13 @@ affect both sides alike. For mlp the engine's matrix-multiply FLOPs (forward and
 training step, forward of every evaluation over both splits) per second are reported as a fraction
 of the float32 peak of a 2048 x 2048 ``torch.mm`` timed in the same run.
 
+The engine runs with ``compile=True`` (each group's update one compiled kernel; the problems'
+compiled elementwise kernels are used at this size anyway): its first run, which compiles, is
+timed apart and reported as such, then the two timed runs above. Where jax and optax are installed
+(``pip install -e '.[jax]'``), the same trials also run in JAX + optax (benchmarks/jax_sweep.py:
+vmap per optimizer, the whole run jitted, same starts and minibatches), compile time apart, and the
+ratio engine / JAX is printed with the final-loss difference on the optimizers whose formulas agree.
+
 The last two lines are exactly:
     sweep speedup logreg: <ratio>x (engine <a> runs/s, loop <b> runs/s, max final-loss diff <d>)
     sweep speedup mlp: <ratio>x (engine <a> runs/s, loop <b> runs/s, max final-loss diff <d>, <f>% of matmul peak)
@@ -45,7 +52,9 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import random
+import sys
 import time
 from dataclasses import dataclass
 
@@ -141,6 +150,7 @@ class Outcome:
     statuses: dict[str, int]
     optarena_loop_rps: float
     optarena_diff: float
+    batched: list | None = None
 
     @property
     def speedup(self) -> float:
@@ -153,14 +163,16 @@ def _sync(device: str) -> None:
 
 
 def measure(problem_name: str, n_trials: int | None, steps: int, loop_sample: int | None, rng: random.Random,
-            device: str = "cpu") -> tuple[Outcome, list[Trial], object, float]:
+            device: str = "cpu", compile: bool = True) -> tuple[Outcome, list[Trial], object, float]:
     problem = problems.get(problem_name, batch_size=64, device=device)
     trials = sweep_trials(problem_name, steps, n_trials)
     sample = trials if loop_sample is None or loop_sample >= len(trials) else rng.sample(trials, loop_sample)
     index = {t.run_key: i for i, t in enumerate(trials)}
 
-    engine.run(problem, trials[:8], device=device)  # warm-up (allocator, lazy initialisation), every way
-    loop.run_sequential(problem, trials[:1], device=device)
+    compiling = time.perf_counter()  # the first run compiles the kernels: timed apart
+    engine.run(problem, trials, device=device, compile=compile)
+    compiling = time.perf_counter() - compiling
+    loop.run_sequential(problem, trials[:1], device=device)  # warm-up (allocator, lazy initialisation)
     loop.run_sequential(problem, trials[:1], device=device, make_optimizer=torch_fastest, check_every_step=False)
 
     def timed(fn):
@@ -170,11 +182,11 @@ def measure(problem_name: str, n_trials: int | None, steps: int, loop_sample: in
         _sync(device)
         return out, time.perf_counter() - started
 
-    batched, first = timed(lambda: engine.run(problem, trials, device=device))
+    batched, first = timed(lambda: engine.run(problem, trials, device=device, compile=compile))
     fastest, loop_seconds = timed(lambda: loop.run_sequential(problem, sample, device=device,
                                                               make_optimizer=torch_fastest, check_every_step=False))
     ours, ours_seconds = timed(lambda: loop.run_sequential(problem, sample, device=device))
-    _, second = timed(lambda: engine.run(problem, trials, device=device))
+    _, second = timed(lambda: engine.run(problem, trials, device=device, compile=compile))
     engine_seconds = [first, second]
 
     engine_time = sum(engine_seconds) / len(engine_seconds)
@@ -183,14 +195,31 @@ def measure(problem_name: str, n_trials: int | None, steps: int, loop_sample: in
         statuses[r.status] = statuses.get(r.status, 0) + 1
     matched = [batched[index[t.run_key]] for t in sample]
     outcome = Outcome(len(trials) / engine_time, len(sample) / loop_seconds, final_loss_diff(fastest, matched), statuses,
-                      len(sample) / ours_seconds, final_loss_diff(ours, matched))
+                      len(sample) / ours_seconds, final_loss_diff(ours, matched), batched)
     print(
         f"{problem_name}: {len(trials)} trials x {steps} steps; engine {engine_time:.2f} s "
-        f"(runs {', '.join(f'{s:.2f}' for s in engine_seconds)} s), statuses {statuses}; on {len(sample)} trials"
+        f"(runs {', '.join(f'{s:.2f}' for s in engine_seconds)} s; its first run, compiling, {compiling:.2f} s), "
+        f"statuses {statuses}; on {len(sample)} trials"
         + (" (a seeded random sample; loop runs/s extrapolated from it)" if len(sample) < len(trials) else "")
         + f": torch.optim loop {loop_seconds:.2f} s, optarena.optim loop {ours_seconds:.2f} s"
     )
     return outcome, trials, problem, engine_time
+
+
+def compare_with_jax(problem, trials: list[Trial], batched: list[RunResult], engine_rps: float, workload: str) -> None:
+    """The same trials in JAX + optax (benchmarks/jax_sweep.py), if installed: runs/s and the ratio."""
+    import jax_sweep
+
+    if not jax_sweep.available():
+        print(f"{workload}: jax + optax not installed (pip install -e '.[jax]'): no JAX comparison")
+        return
+    outcome = jax_sweep.run(problem, trials, repeats=2)
+    same = [(r.final["train_loss"], outcome.final_train_loss[t.run_key]) for t, r in zip(trials, batched)
+            if t.optimizer in jax_sweep.SAME_FORMULA and r.status == "done"]
+    diff = max((abs(a - b) for a, b in same), default=float("nan"))
+    print(f"{workload}: jax + optax {outcome.runs_per_second:.1f} runs/s (best of 2; compiling {outcome.compile_seconds:.1f} s "
+          f"apart); engine / jax = {engine_rps / outcome.runs_per_second:.2f}x; max final train-loss diff on "
+          f"{', '.join(jax_sweep.SAME_FORMULA)}: {diff:.1e}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -202,10 +231,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tiny", action="store_true", help="8 trials x 10 steps: a smoke test in seconds")
     parser.add_argument("--seed", type=int, default=0, help="seed of the loop sample")
     parser.add_argument("--device", default="cpu", help="cpu or cuda: both sides run there (default cpu)")
+    parser.add_argument("--no-compile", dest="compile", action="store_false",
+                        help="the engine's eager updates (no compiled kernels for them)")
     args = parser.parse_args(argv)
     if args.tiny:
         args.trials, args.steps = 8, 10
     torch.set_num_threads(args.threads)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import jax_sweep
+
+    jax_sweep.limit_threads(args.threads)
     rng = random.Random(args.seed)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s) both ways, device {args.device}"
           + (f" ({torch.cuda.get_device_name(args.device)})" if args.device.startswith("cuda") else ""))
@@ -215,7 +250,7 @@ def main(argv: list[str] | None = None) -> None:
     lines = []
     for workload, problem_name in WORKLOADS.items():
         outcome, trials, problem, engine_time = measure(problem_name, args.trials, args.steps, args.loop_sample, rng,
-                                                        args.device)
+                                                        args.device, args.compile)
         line = (f"sweep speedup {workload}: {outcome.speedup:.1f}x (engine {outcome.engine_rps:.1f} runs/s, "
                 f"loop {outcome.loop_rps:.2f} runs/s, max final-loss diff {outcome.diff:.1e}")
         if workload == "mlp":
@@ -225,6 +260,8 @@ def main(argv: list[str] | None = None) -> None:
             print(f"mlp: engine matmul throughput {achieved:.1f} GFLOP/s = {100 * achieved / peak:.1f}% of peak")
             line += f", {100 * achieved / peak:.1f}% of matmul peak"
         lines.append(line + ")")
+        if args.device == "cpu":
+            compare_with_jax(problem, trials, outcome.batched, outcome.engine_rps, workload)
         print(f"{workload}: against the optarena.optim loop {outcome.engine_rps / outcome.optarena_loop_rps:.1f}x "
               f"(loop {outcome.optarena_loop_rps:.2f} runs/s, max final-loss diff {outcome.optarena_diff:.1e}); "
               f"the torch.optim loop is {outcome.loop_rps / outcome.optarena_loop_rps:.2f}x the optarena.optim loop")
