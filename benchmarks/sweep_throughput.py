@@ -36,7 +36,8 @@ affect both sides alike. For mlp the engine's matrix-multiply FLOPs (forward and
 training step, forward of every evaluation over both splits) per second are reported as a fraction
 of the float32 peak of a 2048 x 2048 ``torch.mm`` timed in the same run.
 
-The engine runs with ``compile=True`` (each group's update one compiled kernel; the problems'
+The engine runs with ``compile=True`` (each group's update one compiled kernel where the group is
+large enough for that to be faster: the MLP's groups, not the logistic regression's; the problems'
 compiled elementwise kernels are used at this size anyway): its first run, which compiles, is
 timed apart and reported as such, then the two timed runs above. Where jax and optax are installed
 (``pip install -e '.[jax]'``), the same trials also run in JAX + optax (benchmarks/jax_sweep.py:
@@ -105,15 +106,19 @@ def mlp_matmul_flops(problem, trials: list[Trial]) -> float:
     """Matrix-multiply FLOPs the engine does for these digits_mlp trials.
 
     Per training example: forward 2(in*h + h*C); backward dW1 2*in*h, dW2 2*h*C, dh 2*h*C (no
-    gradient for the input). Per evaluated example (both splits, every evaluation point): forward.
+    gradient for the input). Per evaluated example (both splits): forward, at every evaluation point
+    after the start for every run, and at the start once per distinct seed (the engine evaluates
+    each distinct start once: runs of one seed start from the same parameters), so that only work
+    done is counted.
     """
     n_in, h, n_out = problem.n_inputs, problem.hidden, problem.n_classes
     forward = 2 * (n_in * h + h * n_out)
     train = forward + 2 * n_in * h + 4 * h * n_out
-    total = 0.0
+    examples = problem.n_train + problem.n_val
+    total = len({t.seed for t in trials}) * examples * forward
     for t in trials:
-        evaluations = len(engine.eval_points(t.steps))
-        total += t.steps * problem.batch_size * train + evaluations * (problem.n_train + problem.n_val) * forward
+        evaluations = len(engine.eval_points(t.steps)) - 1
+        total += t.steps * problem.batch_size * train + evaluations * examples * forward
     return total
 
 

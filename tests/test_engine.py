@@ -179,6 +179,7 @@ def test_compiled_updates_equal_the_loop_for_every_convention(build, optimizer, 
     calls = []
     real = fused.update_runs_
     monkeypatch.setattr(fused, "update_runs_", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(engine, "MIN_COMPILED_VALUES", 0)  # these groups are too small to compile by themselves
     compiled_runs = engine.run(problem, trials, compile=True)
     assert calls and len(calls) % 60 == 0  # one call per group and step
     eager_runs = engine.run(problem, trials, compile=False)
@@ -187,28 +188,46 @@ def test_compiled_updates_equal_the_loop_for_every_convention(build, optimizer, 
         assert max_difference(a, b) <= TOLERANCE, t
 
 
-def test_compiled_updates_follow_a_schedule(build):
+def test_compiled_updates_follow_a_schedule(build, monkeypatch):
     problem = build("noisy_quadratic")
     trials = [Trial("noisy_quadratic", "adam", "pytorch", {"lr": 1e-2}, s, 60, "warmup-cosine", 0.2) for s in (0, 1)]
-    for t, a, b in zip(trials, engine.run(problem, trials, compile=True), loop.run_sequential(problem, trials)):
+    monkeypatch.setattr(engine, "MIN_COMPILED_VALUES", 0)
+    scheduled = engine.run(problem, trials, compile=True)
+    for t, a, b in zip(trials, scheduled, loop.run_sequential(problem, trials)):
         assert max_difference(a, b) <= TOLERANCE, t
 
 
-def test_whole_tensor_rules_keep_the_eager_update(build):
-    group = engine._groups([Trial("noisy_quadratic", "muon")], [rules.resolve("muon", "pytorch")],
-                           build("noisy_quadratic").init_params(torch.tensor([0])), torch.device("cpu"))[0]
-    assert not engine.compiles_updates(group, 10**6, torch.device("cpu"), True)
+def test_which_groups_compile_their_update(build):
+    """Whole-tensor rules never; small groups only when forced; None only for long work."""
+    def group(optimizer: str, runs: int):
+        trials = [Trial("digits_mlp", optimizer, "pytorch", {}, s, 10) for s in range(runs)]
+        params = build("digits_mlp").init_params(torch.arange(runs))
+        return engine._groups(trials, [rules.resolve(optimizer, "pytorch")] * runs, params, torch.device("cpu"))[0]
+
+    cpu = torch.device("cpu")
+    assert not engine.compiles_updates(group("muon", 20), 10**6, cpu, True)
+    small, large = group("adam", 2), group("adam", 20)  # 9,620 and 96,200 values
+    assert not engine.compiles_updates(small, 10**6, cpu, True)
+    assert engine.compiles_updates(large, 10, cpu, True) and not engine.compiles_updates(large, 10, cpu, None)
+    assert engine.compiles_updates(large, 20_000, cpu, None)
+    with compiled.eager():
+        assert not engine.compiles_updates(large, 20_000, cpu, True)
 
 
-def test_compiled_model_kernels_train_as_the_eager_ones(build):
-    """digits_mlp's compiled tanh, its derivative and the softmax cross-entropy (forced on a stack
-    too small to compile them by itself) against their eager forms, through a whole training."""
+def test_compiled_model_kernels_train_as_the_eager_ones(build, monkeypatch):
+    """digits_mlp's compiled tanh, its derivative and the softmax cross-entropy (compile=True: on a
+    stack too small to compile them by itself), with compiled updates, against their eager forms
+    (compile=False), through a whole training."""
     problem = build("digits_mlp")
     trials = mixed_trials("digits_mlp", "adam", "pytorch", 60) + mixed_trials("digits_mlp", "sgd", "article", 60)
-    with compiled.always():
-        fast = engine.run(problem, trials, compile=True)
-    with compiled.eager():
-        slow = engine.run(problem, trials)
+    calls = []
+    real = type(problem).loss_and_grad
+    monkeypatch.setattr(type(problem), "loss_and_grad",
+                        lambda self, *a, **k: calls.append(compiled.forced()) or real(self, *a, **k))
+    monkeypatch.setattr(engine, "MIN_COMPILED_VALUES", 0)
+    fast = engine.run(problem, trials, compile=True)
+    assert calls and all(calls)
+    slow = engine.run(problem, trials, compile=False)
     for t, a, b in zip(trials, fast, slow):
         assert a.status == "done" and max_difference(a, b, problem.n_val) <= 1e-5, t
 

@@ -40,7 +40,8 @@ def enabled() -> bool:
     return os.environ.get("OPTARENA_COMPILE", "1") != "0" and getattr(_local, "mode", None) != "eager"
 
 
-def _forced() -> bool:
+def forced() -> bool:
+    """Whether `always` is in force (compile whatever the size)."""
     return getattr(_local, "mode", None) == "always"
 
 
@@ -81,7 +82,7 @@ class Kernel:
     def __call__(self, *args, **kwargs):
         first = args[0]
         if (self._failed or not enabled() or first.device.type != "cpu" or first.dtype not in self.dtypes
-                or (first.numel() < self.min_values and not _forced()) or torch.compiler.is_compiling()):
+                or (first.numel() < self.min_values and not forced()) or torch.compiler.is_compiling()):
             return self.eager_fn(*args, **kwargs)
         if self._compiled is None:
             self._compiled = torch.compile(self.fn, dynamic=True, fullgraph=True)

@@ -28,10 +28,14 @@ noticed at the next step (`FlatGroup.holds`) and the group is flattened again fr
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import operator
+from collections.abc import Sequence
+from itertools import repeat
 
 import torch
 from torch import Tensor
+
+_GRAD = operator.attrgetter("grad")
 
 
 def eligible(params: Sequence[Tensor], grads: Sequence[Tensor], states: Sequence[dict]) -> bool:
@@ -108,14 +112,27 @@ class FlatGroup:
         return all(s is t and all(s.get(k) is v for k, v in zip(self.keys + self.scalar_keys, views))
                    for s, t, views in zip(states, self.states, self._state_views))
 
-    def ready(self, params: Sequence[Tensor], state: Mapping) -> bool:
-        """The per-step check of the fast path: the same parameters, not re-pointed, each with a
-        gradient, and the same state dicts (``load_state_dict`` makes new ones; a state tensor
-        replaced by hand inside a kept dict is not looked for here)."""
-        return (len(params) == len(self.params) and all(p is q for p, q in zip(params, self.params))
-                and [p.data_ptr() for p in params] == self._param_ptrs
-                and all(p.grad is not None for p in params)
-                and all(state.get(p) is s for p, s in zip(params, self.states)))
+    def ready_grads(self, params: Sequence[Tensor]) -> Tensor | None:
+        """The per-step check and gather of the fast path: G (every gradient that is not yet its view
+        copied in and replaced by its view) where `params` are this storage's parameters, not
+        re-pointed, each with a gradient; else None. The state dicts are not looked at here:
+        `optim`'s ``load_state_dict`` drops the flat storage (a state tensor replaced by hand is not
+        noticed). Written with `map` over C functions: as generator expressions these checks took
+        90 us a step for 100 parameters."""
+        if not (len(params) == len(self.params) and all(map(operator.is_, params, self.params))
+                and list(map(Tensor.data_ptr, params)) == self._param_ptrs):
+            return None
+        grads = list(map(_GRAD, params))
+        if any(map(operator.is_, grads, repeat(None))):
+            return None
+        if list(map(Tensor.data_ptr, grads)) != self._grad_ptrs:
+            stale = [(p, g, v) for p, g, v, ptr in zip(params, grads, self.grad_views, self._grad_ptrs)
+                     if g.data_ptr() != ptr]
+            with torch.no_grad():
+                torch._foreach_copy_([v for _, _, v in stale], [g for _, g, _ in stale])
+            for p, _, v in stale:
+                p.grad = v
+        return self.grad
 
     def advance(self) -> int:
         """Count one step in every parameter's state; the new step count."""
@@ -123,17 +140,6 @@ class FlatGroup:
         for s in self.states:
             s["step"] = step
         return step
-
-    def gather_grads(self) -> Tensor:
-        """G, with every gradient that is not yet its view copied in and replaced by its view."""
-        stale = [(p, v) for p, v, ptr in zip(self.params, self.grad_views, self._grad_ptrs) if p.grad.data_ptr() != ptr]
-        if stale:
-            with torch.no_grad():
-                torch._foreach_copy_([v for _, v in stale], [p.grad for p, _ in stale])
-            for p, v in stale:
-                p.grad = v
-        return self.grad
-
 
 def _views(flat: Tensor, like: Sequence[Tensor]) -> list[Tensor]:
     views, offset = [], 0

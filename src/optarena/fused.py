@@ -132,6 +132,42 @@ def _frozen(value):
     return value
 
 
+_PREPARED: dict[int, tuple] = {}
+_STEPS: dict[torch.dtype, Tensor] = {}
+
+
+def _prepared(rule: Rule, dtype: torch.dtype) -> tuple[dict, tuple[str, ...], list, list[Tensor], tuple]:
+    """`_split` of `rule`, its values as the kernel's tensor inputs (floats as 0-d tensors in `dtype`),
+    and the key's part that the rule decides: made once per rule object (a rule is immutable, and
+    `optim` and the engine keep theirs from step to step), since this per-call work cost more than
+    a small group's update itself."""
+    cached = _PREPARED.get(id(rule))
+    if cached is not None and cached[0] is rule and cached[1] == dtype:
+        return cached[2]
+    fixed, names, values = _split(rule)
+    inputs = [v if isinstance(v, Tensor) else torch.tensor(v, dtype=dtype) for v in values]
+    per_run = tuple(n for n, v in zip(names, values) if isinstance(v, Tensor))
+    prepared = (fixed, names, values, inputs, (type(rule), tuple(sorted(fixed.items())), names, per_run))
+    if len(_PREPARED) > 1024:
+        _PREPARED.clear()
+    _PREPARED[id(rule)] = (rule, dtype, prepared)
+    return prepared
+
+
+def _step(step: int, dtype: torch.dtype) -> Tensor:
+    """The step count as a 0-d tensor in `dtype`: one tensor per dtype, refilled (the kernels read it
+    during the call only)."""
+    t = _STEPS.get(dtype)
+    if t is None:
+        t = _STEPS[dtype] = torch.zeros((), dtype=dtype)
+    return t.fill_(float(step))
+
+
+def _scalar_dtype(p: Tensor) -> torch.dtype:
+    """The scalars in the parameters' precision (float64 for float64), at least float32."""
+    return torch.float64 if p.dtype == torch.float64 else torch.float32
+
+
 def update_(rule: Rule, params: list[Tensor], grads: list[Tensor], states: list[dict], step: int,
             chunk: int = CHUNK) -> None:
     """``rule.update_(p, g, s, step)`` for every (p, g, s), through the compiled kernel of `chunk`
@@ -140,20 +176,18 @@ def update_(rule: Rule, params: list[Tensor], grads: list[Tensor], states: list[
     `params`, `grads` and the states' tensors are 1-D and contiguous, of one dtype and device;
     every state dict has the same keys (tensors only; 0-d ones, as NAdam's ``mu_product``, too).
     """
-    fixed, names, values = _split(rule)
-    keys = tuple(states[0])
     p0 = params[0]
+    dtype = _scalar_dtype(p0)
+    fixed, names, _, scalars, rule_key = _prepared(rule, dtype)
+    keys = tuple(states[0])
     shaped = tuple(k for k in keys if states[0][k].shape == p0.shape)
-    key = (type(rule), tuple(sorted(fixed.items())), names, keys, shaped, p0.dtype, p0.device.type, chunk)
+    key = (type(rule), rule_key[1], names, keys, shaped, p0.dtype, p0.device.type, chunk)
     kernel = _KERNELS.get(key, False)
     if kernel is None:  # compilation failed before: the eager rule
         for p, g, s in zip(params, grads, states):
             rule.update_(p, g, s, step)
         return
-    # the scalars in the parameters' precision (float64 for float64), at least float32
-    dtype = torch.float64 if p0.dtype == torch.float64 else torch.float32
-    scalars = [torch.tensor(v, dtype=dtype) for v in values]
-    step_t = torch.tensor(float(step), dtype=dtype)
+    step_t = _step(step, dtype)
     for start in range(0, len(params), chunk):
         part = slice(start, start + chunk)
         ps, gs, ss = list(params[part]), list(grads[part]), states[part]
@@ -178,22 +212,20 @@ def update_runs_(rule: Rule, params: list[Tensor], grads: list[Tensor], states: 
     One kernel per (rule class, code path, which hyperparameters are per run, the parameters' ranks,
     dtype, device); sizes are dynamic, so the number of runs and the model's shapes do not recompile.
     Equal to the eager update up to float rounding (tests/test_engine.py runs both ways)."""
-    fixed, names, values = _split(rule)
+    p0 = params[0]
+    dtype = _scalar_dtype(p0)
+    fixed, names, _, inputs, rule_key = _prepared(rule, dtype)
     keys = tuple(states[0])
     if any(tuple(s) != keys for s in states):
         raise ValueError("update_runs_: every parameter's state must have the same keys")
-    p0 = params[0]
     ranks = tuple((p.ndim, tuple(states[0][k].ndim for k in keys)) for p in params)
-    per_run = tuple(n for n, v in zip(names, values) if isinstance(v, Tensor))
-    key = (type(rule), tuple(sorted(fixed.items())), names, per_run, keys, ranks, p0.dtype, p0.device.type, "runs")
+    key = (*rule_key, keys, ranks, p0.dtype, p0.device.type, "runs")
     kernel = _KERNELS.get(key, False)
     if kernel is None:  # compilation failed before: the eager rule
         for p, g, s in zip(params, grads, states):
             rule.for_param(p).update_(p, g, s, step)
         return
-    dtype = torch.float64 if p0.dtype == torch.float64 else torch.float32
-    inputs = [v if isinstance(v, Tensor) else torch.tensor(v, dtype=dtype) for v in values]
-    step_t = torch.tensor(float(step), dtype=dtype)
+    step_t = _step(step, dtype)
     columns = [[s[k] for s in states] for k in keys]
     if kernel is False:
         kernel = _first_call(key, rule_type=type(rule), fixed=fixed, names=names, keys=keys, per_run=True,

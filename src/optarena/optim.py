@@ -104,9 +104,11 @@ class RuleOptimizer(torch.optim.Optimizer):
             # be a constant it recompiles for) and capturable needs no host sync.
             tensor_step = compiling or capturable
             flat = self._flat.get(index)
-            if (flat is not None and group.get("fused") and not tensor_step and not group.get("maximize", False)
-                    and flat.ready(group["params"], self.state)):
-                compiled.update_(rule, [flat.param], [flat.gather_grads()], [flat.kernel_state()], flat.advance(), chunk=1)
+            grads = (flat.ready_grads(group["params"])
+                     if flat is not None and group.get("fused") and not tensor_step and not group.get("maximize", False)
+                     else None)
+            if grads is not None:
+                compiled.update_(rule, [flat.param], [grads], [flat.kernel_state()], flat.advance(), chunk=1)
                 flat.sync_scalars()
                 continue
             live = [param for param in group["params"] if param.grad is not None]
@@ -176,7 +178,7 @@ class RuleOptimizer(torch.optim.Optimizer):
             if not flat_storage.eligible(params, grads, states):
                 return False
             flat = self._flat[index] = flat_storage.FlatGroup(params, states)
-        compiled.update_(rule, [flat.param], [flat.gather_grads()], [flat.kernel_state()], steps[0], chunk=1)
+        compiled.update_(rule, [flat.param], [flat.ready_grads(params)], [flat.kernel_state()], steps[0], chunk=1)
         flat.sync_scalars()
         return True
 
@@ -208,6 +210,7 @@ class RuleOptimizer(torch.optim.Optimizer):
         if _is_torch_format(state_dict):
             state_dict = _from_torch(state_dict, self)
         super().load_state_dict(state_dict)
+        self._flat.clear()  # new state tensors: the flat storage is made again from them at the next step
 
     def torch_state_dict(self) -> dict:
         """This optimizer's state in torch.optim's format, for ``torch.optim.<Same>.load_state_dict``

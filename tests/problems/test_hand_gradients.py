@@ -62,6 +62,26 @@ def test_grouped_batches_give_autograds_gradient(name, pattern, mode):
     _close(hand, _autograd(p, params, (rows,), slot=slot))
 
 
+@pytest.mark.parametrize("chunk", [1, 3, 4])
+@pytest.mark.parametrize("pattern", SEED_PATTERNS)
+def test_runs_in_chunks_give_autograds_gradient(pattern, chunk, monkeypatch):
+    """The chunks of runs of `_mlp.loss_and_grad` (a budget of `chunk` runs here), across and
+    inside blocks of runs sharing a minibatch, with a short last chunk."""
+    p = problems.get("digits_mlp")
+    monkeypatch.setattr(_mlp, "TRAIN_BUDGET", chunk * (p.hidden + p.n_classes) * p.batch_size)
+    seeds = SEED_PATTERNS[pattern]
+    unique = sorted(set(seeds))
+    rows = torch.stack([p.batch(1, seed_generator(s, "batches"))[0] for s in unique])
+    slot = torch.tensor([unique.index(s) for s in seeds])
+    params = _params(p, seeds)
+    _close(p.loss_and_grad(params, (rows,), slot=slot), _autograd(p, params, (rows,), slot=slot))
+
+
+@pytest.mark.parametrize(("size", "target", "chunk"), [(2, 3, 2), (2, 8, 8), (1, 5, 5), (6, 4, 3), (6, 1, 1), (7, 4, 1)])
+def test_chunks_cut_no_block_unevenly(size, target, chunk):
+    assert _mlp.Blocks(size, None).chunk(42, target) == chunk
+
+
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("name", HAND)
 def test_stacked_batches_give_autograds_gradient(name, mode):
