@@ -29,6 +29,8 @@ torch.optim state_dict of the same optimizer (its state names mapped, see `TORCH
 from __future__ import annotations
 
 import inspect
+import operator
+from itertools import repeat
 from typing import Any, Callable, ClassVar, Iterable
 
 import torch
@@ -111,9 +113,9 @@ class RuleOptimizer(torch.optim.Optimizer):
                 compiled.update_(rule, [flat.param], [grads], [flat.kernel_state()], flat.advance(), chunk=1)
                 flat.sync_scalars()
                 continue
-            live = [param for param in group["params"] if param.grad is not None]
-            if torch_kernels.handles(self.rule_name, rule, group, [param.grad for param in live]):
-                self._torch_step_(rule, group, live)
+            live, grads = _live(group["params"], compiling)
+            if torch_kernels.handles(self.rule_name, rule, group, grads):
+                self._torch_step_(rule, group, live, grads)
                 continue
             maximize = group.get("maximize", False)
             members = []
@@ -182,23 +184,24 @@ class RuleOptimizer(torch.optim.Optimizer):
         flat.sync_scalars()
         return True
 
-    def _torch_step_(self, rule: Rule, group: dict, params: list[Tensor]) -> None:
-        """The group through torch.optim's own kernels (`optarena.torch_kernels`)."""
-        name = type(self).__name__
-        reals, grads, states = [], [], []
-        for param in params:
-            if param.dtype.is_complex:
-                reals.append(_real(param, rule, name))
-                grads.append(torch.view_as_real(param.grad))
-            else:
-                reals.append(param)
-                grads.append(param.grad)
-            state = self.state[param]
-            if not state:
-                state["step"] = 0
-                if self.rule_name not in torch_kernels.STATE_AT_FIRST_STEP:
-                    state.update(_tensor_state(rule, reals[-1]))
-            states.append(state)
+    def _torch_step_(self, rule: Rule, group: dict, params: list[Tensor], grads: list[Tensor]) -> None:
+        """The group through torch.optim's own kernels (`optarena.torch_kernels`): `params` with
+        their gradients `grads`. In eager mode with real parameters the states are looked up with
+        `map` (this Python runs for every parameter, every step, beside kernels of microseconds);
+        dynamo traces the plain loop."""
+        if torch.compiler.is_compiling() or any(p.dtype.is_complex for p in params):
+            name = type(self).__name__
+            reals = [_real(p, rule, name) if p.dtype.is_complex else p for p in params]
+            grads = [torch.view_as_real(g) if g.dtype.is_complex else g for g in grads]
+            states = [self.state[p] for p in params]  # a defaultdict: new ones are empty
+        else:
+            reals, states = params, list(map(self.state.__getitem__, params))
+        if not all(states):
+            for real, state in zip(reals, states):
+                if not state:
+                    state["step"] = 0
+                    if self.rule_name not in torch_kernels.STATE_AT_FIRST_STEP:
+                        state.update(_tensor_state(rule, real))
         if reals:
             torch_kernels.step_(self.rule_name, rule, group, reals, grads, states)
 
@@ -260,6 +263,20 @@ class RuleOptimizer(torch.optim.Optimizer):
                 p, s = (real, state) if rule.elementwise else (real.unsqueeze(0), _run_views(state))
                 (rule.to_eval_ if to_eval else rule.to_train_)(p, s)
         self._at_eval_point = to_eval
+
+
+_GRAD = operator.attrgetter("grad")
+
+
+def _live(params: list[Tensor], compiling: bool) -> tuple[list[Tensor], list[Tensor]]:
+    """The parameters that have a gradient, and their gradients (with `map` in eager mode: this runs
+    for every parameter every step; dynamo traces the plain comprehension)."""
+    if not compiling:
+        grads = list(map(_GRAD, params))
+        if not any(map(operator.is_, grads, repeat(None))):
+            return params, grads
+    live = [param for param in params if param.grad is not None]
+    return live, [param.grad for param in live]
 
 
 def _real(param: Tensor, rule: Rule, name: str) -> Tensor:

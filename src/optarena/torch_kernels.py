@@ -18,6 +18,8 @@ go through `optarena.fused`.
 
 from __future__ import annotations
 
+import operator
+from itertools import repeat
 from typing import Callable
 
 import torch
@@ -46,6 +48,10 @@ FUSED = frozenset({"sgd", "momentum", "adagrad", "adam", "adamw"})
 STATE_AT_FIRST_STEP = frozenset({"sgd", "momentum"})
 
 
+_STEP = operator.itemgetter("step")
+_BUFFER = operator.itemgetter("momentum_buffer")
+
+
 def handles(name: str, rule: Rule, group: dict, grads: list[Tensor]) -> bool:
     """Whether this pytorch-convention group goes to torch.optim's kernels (see the module docstring)."""
     if group.get("convention") != "pytorch" or name not in STATE_NAMES:
@@ -56,6 +62,42 @@ def handles(name: str, rule: Rule, group: dict, grads: list[Tensor]) -> bool:
     if any(isinstance(v, Tensor) for v in hparams.values()) or any_nonzero(hparams.get("decoupled_weight_decay", 0.0)):
         return False
     return not any(g.is_sparse for g in grads)
+
+
+def _sgd_step_(h: dict, states: list[dict], params: list[Tensor], grads: list[Tensor], foreach, fused, flags: dict) -> None:
+    """torch.optim.SGD's step. It keeps no step (ours: a Python int, a tensor under torch.compile so
+    that one graph serves every step); its buffer is None before the first step, which starts it at
+    the gradient: a state without "momentum_buffer" here, as a key dynamo guards on. In eager mode
+    the usual step (ints, every buffer there) takes a path of `map` over C functions, as this
+    Python runs for every parameter beside a kernel of microseconds (dynamo traces the plain loops)."""
+    momentum = any_nonzero(h["momentum"])
+    hyper = dict(weight_decay=h["weight_decay"], momentum=h["momentum"], lr=h["lr"], dampening=h["dampening"],
+                 nesterov=h["nesterov"], foreach=foreach, fused=fused, **flags)
+    if not torch.compiler.is_compiling():
+        counts = list(map(_STEP, states))
+        if all(map(int.__instancecheck__, counts)) and (
+                not momentum or all(map(operator.contains, states, repeat("momentum_buffer")))):
+            for s, count in zip(states, counts):
+                s["step"] = count + 1
+            sgd.sgd(params, grads, list(map(_BUFFER, states)) if momentum else [None] * len(states), **hyper)
+            return
+    for s in states:
+        count = s["step"]
+        if isinstance(count, Tensor):
+            count.add_(1)
+        elif torch.compiler.is_compiling():
+            s["step"] = torch.tensor(count + 1.0, dtype=step_dtype(False))
+        else:
+            s["step"] = count + 1
+    first = [momentum and "momentum_buffer" not in s for s in states]
+    parts = [range(len(states))] if len(set(first)) == 1 else [
+        [i for i, f in enumerate(first) if f == part] for part in (True, False)]
+    for index in parts:
+        buffers = [states[i].get("momentum_buffer") for i in index] if momentum else [None] * len(index)
+        sgd.sgd([params[i] for i in index], [grads[i] for i in index], buffers, **hyper)
+        if momentum:
+            for i, b in zip(index, buffers):
+                states[i]["momentum_buffer"] = b
 
 
 def step_dtype(fused: bool) -> torch.dtype:
@@ -74,30 +116,7 @@ def step_(name: str, rule: Rule, group: dict, params: list[Tensor], grads: list[
     flags = {"maximize": bool(group.get("maximize", False))}
     h = rule.hparams()
     if name in ("sgd", "momentum"):
-        # torch.optim.SGD keeps no step (ours: a Python int, a tensor under torch.compile so that
-        # one graph serves every step); its buffer is None before the first step, which starts it
-        # at the gradient: a state without "momentum_buffer" here, as a key dynamo guards on.
-        compiling = torch.compiler.is_compiling()
-        for s in states:
-            count = s["step"]
-            if isinstance(count, Tensor):
-                count.add_(1)
-            elif compiling:
-                s["step"] = torch.tensor(count + 1.0, dtype=step_dtype(False))
-            else:
-                s["step"] = count + 1
-        momentum = any_nonzero(h["momentum"])
-        first = [momentum and "momentum_buffer" not in s for s in states]
-        parts = [range(len(states))] if len(set(first)) == 1 else [
-            [i for i, f in enumerate(first) if f == part] for part in (True, False)]
-        for index in parts:
-            buffers = ([states[i].get("momentum_buffer") for i in index] if momentum else [None] * len(index))
-            sgd.sgd([params[i] for i in index], [grads[i] for i in index], buffers, foreach=foreach, fused=fused,
-                    weight_decay=h["weight_decay"], momentum=h["momentum"], lr=h["lr"], dampening=h["dampening"],
-                    nesterov=h["nesterov"], **flags)
-            if momentum:
-                for i, b in zip(index, buffers):
-                    states[i]["momentum_buffer"] = b
+        _sgd_step_(h, states, params, grads, foreach, fused, flags)
         return
     device_steps = bool(fused) or capturable
     steps = []
