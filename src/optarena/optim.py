@@ -393,8 +393,8 @@ def _fused_update_(rule: Rule, members: list) -> None:
                 continue
             state = {k: v.view(-1) if v.shape == p.shape else v for k, v in s.items() if isinstance(v, Tensor)}
             items.append((p.view(-1), g.view(-1), state))
-        if items:
-            compiled.update_(rule, *map(list, zip(*items)), step)
+        if items:  # one tensor alone: the one-tensor kernel (the flat groups'), not one padded to 8
+            compiled.update_(rule, *map(list, zip(*items)), step, chunk=1 if len(items) == 1 else compiled.CHUNK)
         for chunk, flat in flattened:
             _copy_back(chunk, flat)
 
