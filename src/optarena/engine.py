@@ -38,7 +38,6 @@ alone where the engine too uses autograd and the eager rule, and bitwise for the
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import time
@@ -130,11 +129,10 @@ def run(
     `compile`: True updates each group of runs with the compiled kernel of its rule
     (`fused.update_runs_`: one pass over memory, one call per group and step) instead of the eager
     rule (one ATen call per operation and parameter) where the group is large enough for that to be
-    faster, and runs the problem's compiled kernels (`optarena.compiled`) whatever their size; None
-    compiles a group's update only where the run is also long enough to win back the compiling, and
-    the problem's kernels where they are large; False compiles nothing (`compiles_updates`). The
-    numbers agree to float rounding; compiling takes seconds per kernel, once per process (inductor
-    caches it on disk).
+    faster, and runs the problem's compiled kernels (`optarena.compiled`); None does either only
+    where the work is long enough to win back the compiling (`COMPILE_MIN_WORK`); False compiles
+    nothing (`compiles_kernels`, `compiles_updates`). The numbers agree to float rounding; compiling
+    takes seconds per kernel, once per process (inductor caches it on disk).
     """
     for t in trials:
         if t.problem != problem.name:
@@ -210,11 +208,8 @@ def _isolating(problem, trials, resolved, steps, device, trace, progress, compil
     if not trials:
         return []
     started = time.perf_counter()
-    # compile=True: the problem's compiled kernels (`optarena.compiled`) whatever their size; False: none.
-    kernels = compiled.always() if compile else compiled.eager() if compile is False else contextlib.nullcontext()
     try:
-        with kernels:
-            stacked = _train(problem, trials, resolved, steps, device, trace, progress, compile)
+        stacked = _train(problem, trials, resolved, steps, device, trace, progress, compile)
     except Exception:  # the user's model or a problem raised
         if len(trials) == 1:
             return [RunResult(trials[0], "failed", error=traceback.format_exc())]
@@ -315,58 +310,60 @@ def _train(problem, trials, resolved, steps, device, trace, progress, compile) -
         for k, v in metrics.items():
             curve[k].append(v.detach().to("cpu", torch.float64))
 
-    evaluate(0)
-    for step in range(steps):
-        clock.begin_step(step)
-        started = clock.now()
-        batch, slot = batches(step)
-        kwargs = extra if slot is None else {**extra, "slot": slot}
-        if hand_gradient:
-            losses, by_name = problem.loss_and_grad(params, batch, **kwargs)
-            grads = [by_name[k] for k in names]
-        elif sparse is None:
-            losses = problem.loss(params, batch, **kwargs)
-            grads = torch.autograd.grad(losses.sum(), leaves)
-        else:
-            losses, grads = sparse.gradient(params, batch, kwargs)
-        started = clock.add("model", started)
-        # One host sync per step: whether any (still live) run just left the finite, bounded range.
-        bad = torch.isfinite(losses).logical_and_(losses <= bound).logical_not_()
-        if frozen_rows is not None:
-            bad.logical_and_(alive)
-        if bool(bad.any()):
-            diverged_at[bad.cpu()] = step + 1
-            alive.logical_and_(bad.logical_not())
-            frozen_rows = torch.nonzero(~alive).flatten()
-            frozen = {k: params[k].detach()[frozen_rows].clone() for k in names}
-        before = {k: params[k].detach().clone() for k in names} if keep_before else None
-        raw_grads = grads
-        if clip is not None:
-            grads = _clipped(grads, clip)
-        started = clock.now()
-        with torch.no_grad():
-            schedule.apply(step + 1)
-            for i, g in enumerate(groups):
-                if g.compiled:  # every parameter in one call
-                    fused.update_runs_(g.current or g.rule, [g.views[k] for k in names],
-                                       [grad[g.start:g.stop] for grad in grads], [g.state[k] for k in names], step + 1)
+    # The problem's compiled kernels where the work pays for compiling them (`compiles_kernels`).
+    with compiled.always() if compiles_kernels(params, steps, compile) else compiled.eager():
+        evaluate(0)
+        for step in range(steps):
+            clock.begin_step(step)
+            started = clock.now()
+            batch, slot = batches(step)
+            kwargs = extra if slot is None else {**extra, "slot": slot}
+            if hand_gradient:
+                losses, by_name = problem.loss_and_grad(params, batch, **kwargs)
+                grads = [by_name[k] for k in names]
+            elif sparse is None:
+                losses = problem.loss(params, batch, **kwargs)
+                grads = torch.autograd.grad(losses.sum(), leaves)
+            else:
+                losses, grads = sparse.gradient(params, batch, kwargs)
+            started = clock.add("model", started)
+            # One host sync per step: whether any (still live) run just left the finite, bounded range.
+            bad = torch.isfinite(losses).logical_and_(losses <= bound).logical_not_()
+            if frozen_rows is not None:
+                bad.logical_and_(alive)
+            if bool(bad.any()):
+                diverged_at[bad.cpu()] = step + 1
+                alive.logical_and_(bad.logical_not())
+                frozen_rows = torch.nonzero(~alive).flatten()
+                frozen = {k: params[k].detach()[frozen_rows].clone() for k in names}
+            before = {k: params[k].detach().clone() for k in names} if keep_before else None
+            raw_grads = grads
+            if clip is not None:
+                grads = _clipped(grads, clip)
+            started = clock.now()
+            with torch.no_grad():
+                schedule.apply(step + 1)
+                for i, g in enumerate(groups):
+                    if g.compiled:  # every parameter in one call
+                        fused.update_runs_(g.current or g.rule, [g.views[k] for k in names],
+                                           [grad[g.start:g.stop] for grad in grads], [g.state[k] for k in names], step + 1)
+                        started = clock.add(i, started)
+                        continue
+                    for k, grad in zip(names, grads):
+                        if lazy:
+                            sparse.update_(g, k, grad[g.start:g.stop], step + 1)
+                        else:
+                            _update_(g, k, grad[g.start:g.stop], step + 1)
                     started = clock.add(i, started)
-                    continue
-                for k, grad in zip(names, grads):
-                    if lazy:
-                        sparse.update_(g, k, grad[g.start:g.stop], step + 1)
-                    else:
-                        _update_(g, k, grad[g.start:g.stop], step + 1)
-                started = clock.add(i, started)
-            if frozen_rows is not None:  # a diverged run is frozen: its NaNs cannot reach the others
-                for k in names:
-                    params[k].detach().index_copy_(0, frozen_rows, frozen[k])
-        if trace:
-            _record(traces, trace, params, dict(zip(names, raw_grads)), before, losses, names)
-        if step + 1 in points:
-            evaluate(step + 1)
-        if progress is not None and (step + 1) % max(1, steps // 20) == 0:
-            progress(step + 1, steps)
+                if frozen_rows is not None:  # a diverged run is frozen: its NaNs cannot reach the others
+                    for k in names:
+                        params[k].detach().index_copy_(0, frozen_rows, frozen[k])
+            if trace:
+                _record(traces, trace, params, dict(zip(names, raw_grads)), before, losses, names)
+            if step + 1 in points:
+                evaluate(step + 1)
+            if progress is not None and (step + 1) % max(1, steps // 20) == 0:
+                progress(step + 1, steps)
 
     results = _results(trials, curve, curve_steps, traces, diverged_at, problem)
     for i, g in enumerate(groups):
@@ -383,9 +380,20 @@ group less (measured, 50 runs: Adam on 1,550 values 278 us compiled, 129 us eage
 523 us compiled, 850 us eager)."""
 
 COMPILE_MIN_WORK = 10**9
-"""Value-steps (values of the group x steps) above which ``compile=None`` compiles a group's update:
-compiling takes seconds per rule (once per process, then from inductor's disk cache), which a
-shorter run does not win back."""
+"""Value-steps (runs x values per run x steps, of a group or a stack) above which ``compile=None``
+compiles a group's update or a stack's problem kernels: compiling, or loading a compiled kernel from
+inductor's disk cache in a new process, takes seconds per kernel, which a shorter run does not win
+back (measured: the first 8-run digits_mlp stack of a process, 200 steps, 4.9 s against 0.4 s for
+the next)."""
+
+
+def compiles_kernels(params: dict[str, Tensor], steps: int, compile: bool | None) -> bool:
+    """Whether a stack (its parameters (R, ...)) runs the problem's compiled kernels
+    (`optarena.compiled`): as `compile` says, or (None) where its work, runs x values per run x
+    steps, passes `COMPILE_MIN_WORK`."""
+    if compile is not None:
+        return compile
+    return sum(v.numel() for v in params.values()) * steps >= COMPILE_MIN_WORK
 
 
 def compiles_updates(group: _Group, steps: int, device: torch.device, compile: bool | None) -> bool:

@@ -20,12 +20,14 @@ two equal). Two things make it fast:
   examples, is one product (R*out, in) @ (in, N) per chunk. (Measured on the 2-core CI machine,
   1 thread, 400 runs of digits_mlp: 4.3 ms for the first layer as 40 blocks of 10 runs against
   5.5 ms as 400 per-run products.)
-- **The elementwise work is compiled** (`optarena.compiled.Kernel`: the activation, its derivative
-  and the softmax cross-entropy with its gradient, each one pass over memory). tanh is then the
+- **The elementwise work is compiled** where the engine judges the work large enough
+  (`optarena.compiled.Kernel`: the activation, its derivative and the softmax cross-entropy with its
+  gradient, each one pass over memory). tanh is then the
   13/6 rational interpolant of Eigen (``generic_fast_tanh_float``, Eigen/src/Core/MathFunctionsImpl.h),
   which XLA also uses on CPUs (``EmitFastTanh``, xla/service/llvm_ir/math_ops.cc): within 4e-7 relative
   of ``torch.tanh`` (7 ulp), and 5x faster than ATen's tanh on the CI machine (0.8 against 4.4 ns per value,
-  1 thread). Run eagerly (``OPTARENA_COMPILE=0``, or where compiling fails) it is ``torch.tanh``.
+  1 thread). Run eagerly (a short study, ``OPTARENA_COMPILE=0``, or where compiling fails) it is
+  ``torch.tanh``.
 """
 
 from __future__ import annotations
@@ -117,9 +119,8 @@ def _loss_and_correct_sums(logits: Tensor, labels: Tensor, count_correct: bool) 
     return loss_sum, (beaten == 0).to(logits.dtype).sum(-1)
 
 
-# Logits are few (10 classes): these pay from a smaller size than the activations' kernels.
-softmax_cross_entropy_grad = Kernel(_softmax_cross_entropy_grad, min_values=2**16)
-loss_and_correct_sums = Kernel(_loss_and_correct_sums, min_values=2**16)
+softmax_cross_entropy_grad = Kernel(_softmax_cross_entropy_grad)
+loss_and_correct_sums = Kernel(_loss_and_correct_sums)
 
 
 @dataclass(frozen=True)
