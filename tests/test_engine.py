@@ -179,7 +179,7 @@ def test_compiled_updates_equal_the_loop_for_every_convention(build, optimizer, 
     calls = []
     real = fused.update_runs_
     monkeypatch.setattr(fused, "update_runs_", lambda *a, **k: calls.append(1) or real(*a, **k))
-    monkeypatch.setattr(engine, "MIN_COMPILED_VALUES", 0)  # these groups are too small to compile by themselves
+    monkeypatch.setattr(fused, "MIN_COMPILED_VALUES", 0)  # these groups are too small to compile by themselves
     compiled_runs = engine.run(problem, trials, compile=True)
     assert calls and len(calls) % 60 == 0  # one call per group and step
     eager_runs = engine.run(problem, trials, compile=False)
@@ -191,7 +191,7 @@ def test_compiled_updates_equal_the_loop_for_every_convention(build, optimizer, 
 def test_compiled_updates_follow_a_schedule(build, monkeypatch):
     problem = build("noisy_quadratic")
     trials = [Trial("noisy_quadratic", "adam", "pytorch", {"lr": 1e-2}, s, 60, "warmup-cosine", 0.2) for s in (0, 1)]
-    monkeypatch.setattr(engine, "MIN_COMPILED_VALUES", 0)
+    monkeypatch.setattr(fused, "MIN_COMPILED_VALUES", 0)
     scheduled = engine.run(problem, trials, compile=True)
     for t, a, b in zip(trials, scheduled, loop.run_sequential(problem, trials)):
         assert max_difference(a, b) <= TOLERANCE, t
@@ -224,7 +224,7 @@ def test_compiled_model_kernels_train_as_the_eager_ones(build, monkeypatch):
     real = type(problem).loss_and_grad
     monkeypatch.setattr(type(problem), "loss_and_grad",
                         lambda self, *a, **k: calls.append(compiled.forced()) or real(self, *a, **k))
-    monkeypatch.setattr(engine, "MIN_COMPILED_VALUES", 0)
+    monkeypatch.setattr(fused, "MIN_COMPILED_VALUES", 0)
     fast = engine.run(problem, trials, compile=True)
     assert calls and all(calls)
     slow = engine.run(problem, trials, compile=False)

@@ -98,7 +98,7 @@ def test_share_scalars_merges_repeated_scalar_work_and_never_an_in_place_op():
         assert torch.equal(got, want)
 
 
-# -- flat storage (optarena.flat): one compiled call per group -----------------------------------
+# -- flat storage (optarena.flat): one call per group, compiled where the group is large enough ---
 
 def _model() -> torch.nn.Module:
     torch.manual_seed(0)
@@ -117,16 +117,31 @@ def _train(model, opt, steps: int, set_to_none: bool = True, between=None) -> No
             between(t)
 
 
+@pytest.fixture(params=["compiled", "eager"])
+def flat_update(request, monkeypatch):
+    """How a flat group is updated: "compiled" (the threshold lowered so that this small model's
+    group goes through the compiled kernel, as a large model's does), or "eager" (the small group
+    below `fused.MIN_COMPILED_VALUES`, as it is by default: then no compiled call is made)."""
+    if request.param == "compiled":
+        monkeypatch.setattr(fused, "MIN_COMPILED_VALUES", 0)
+    else:
+        def refuse(*args, **kwargs):
+            raise AssertionError("a group below MIN_COMPILED_VALUES went through the compiled kernel")
+        monkeypatch.setattr(fused, "update_", refuse)
+    return request.param
+
+
 @pytest.mark.parametrize("set_to_none", [True, False])
 @pytest.mark.parametrize("convention", ["article", "keras"])
-def test_flat_group_trains_as_the_eager_rule(convention, set_to_none):
+def test_flat_group_trains_as_the_eager_rule(convention, set_to_none, flat_update):
     eager, flat = _model(), _model()
     opt_e = optim.Adam(eager.parameters(), lr=1e-2, convention=convention)
     opt_f = optim.Adam(flat.parameters(), lr=1e-2, convention=convention, fused=True)
     _train(eager, opt_e, 20, set_to_none)
     _train(flat, opt_f, 20, set_to_none)
+    tolerance = {"rtol": 1e-5, "atol": 1e-6} if flat_update == "compiled" else {"rtol": 0, "atol": 0}
     for a, b in zip(eager.parameters(), flat.parameters()):
-        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(b, a, **tolerance)
     # every parameter, gradient and state tensor is a view of the group's one flat buffer each
     storage = opt_f._flat[0]
     params = list(flat.parameters())
@@ -139,7 +154,7 @@ def test_flat_group_trains_as_the_eager_rule(convention, set_to_none):
                                    rtol=1e-5, atol=1e-7)
 
 
-def test_flat_group_survives_load_state_dict_and_repointed_parameters():
+def test_flat_group_survives_load_state_dict_and_repointed_parameters(flat_update):
     eager, flat = _model(), _model()
     opt_e = optim.Adam(eager.parameters(), lr=1e-2)
     opt_f = optim.Adam(flat.parameters(), lr=1e-2, fused=True)
@@ -164,9 +179,10 @@ def test_flat_group_survives_load_state_dict_and_repointed_parameters():
     assert opt_f._flat[0].holds(list(flat.parameters()), [opt_f.state[p] for p in flat.parameters()])
 
 
-def test_a_parameter_without_gradient_takes_the_per_tensor_path():
+def test_a_parameter_without_gradient_takes_the_per_tensor_path(monkeypatch):
     """torch.optim skips a parameter whose grad is None (its moments do not move): so does the
     flat group, by not being flat that step."""
+    monkeypatch.setattr(fused, "MIN_COMPILED_VALUES", 0)  # the flat steps compiled, as a large group's
     eager, flat = _model(), _model()
     opt_e = optim.Adam(eager.parameters(), lr=1e-2, convention="keras")
     opt_f = optim.Adam(flat.parameters(), lr=1e-2, convention="keras", fused=True)

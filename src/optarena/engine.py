@@ -373,12 +373,6 @@ def _train(problem, trials, resolved, steps, device, trace, progress, compile) -
     return results
 
 
-MIN_COMPILED_VALUES = 2**16
-"""Values per group (runs x values per run) below which its update stays eager even with ``compile=True``:
-a compiled call costs 150-300 us of torch.compile's guards and wrappers, the eager update of a small
-group less (measured, 50 runs: Adam on 1,550 values 278 us compiled, 129 us eager; on 204,800 values
-523 us compiled, 850 us eager)."""
-
 COMPILE_MIN_WORK = 10**9
 """Value-steps (runs x values per run x steps, of a group or a stack) above which ``compile=None``
 compiles a group's update or a stack's problem kernels: compiling, or loading a compiled kernel from
@@ -399,12 +393,12 @@ def compiles_kernels(params: dict[str, Tensor], steps: int, compile: bool | None
 def compiles_updates(group: _Group, steps: int, device: torch.device, compile: bool | None) -> bool:
     """Whether `group` is updated by the compiled kernel: never for a rule that is not elementwise, on
     a device other than the CPU, where compiling is switched off (`compiled.enabled`) or ``compile``
-    is False; with ``compile=True`` where the group has `MIN_COMPILED_VALUES` values or more; with
+    is False; with ``compile=True`` where the group has `fused.MIN_COMPILED_VALUES` values or more; with
     None where it also passes `COMPILE_MIN_WORK`."""
     if not group.rule.elementwise or device.type != "cpu" or not compiled.enabled() or compile is False:
         return False
     values = sum(v.numel() for v in group.views.values())
-    if values < MIN_COMPILED_VALUES:
+    if values < fused.MIN_COMPILED_VALUES:
         return False
     return bool(compile) or values * steps >= COMPILE_MIN_WORK
 

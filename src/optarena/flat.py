@@ -12,7 +12,8 @@ are:
     grad  g_i  -> G[o_i : o_i + n_i]                    (copied in each step, unless it is a view already)
 
 so that ``rule.update_(P, G, {k: S_k}, step)`` is the whole group's update in one compiled call, the
-same formula element by element. The gradients stay the user's: a gradient that is not yet a view
+same formula element by element (or, for a group under `fused.MIN_COMPILED_VALUES` values, the eager
+rule over the flat buffers: one pass per operation, bitwise the per-tensor rule). The gradients stay the user's: a gradient that is not yet a view
 of G (``zero_grad()`` sets it to None and backward makes a new one) is copied into G and replaced by
 its view, so that with ``zero_grad(set_to_none=False)`` backward accumulates into G in place and the
 copy disappears.

@@ -110,8 +110,7 @@ class RuleOptimizer(torch.optim.Optimizer):
                      if flat is not None and group.get("fused") and not tensor_step and not group.get("maximize", False)
                      else None)
             if grads is not None:
-                compiled.update_(rule, [flat.param], [grads], [flat.kernel_state()], flat.advance(), chunk=1)
-                flat.sync_scalars()
+                _flat_update_(rule, flat, grads, flat.advance())
                 continue
             live, grads = _live(group["params"], compiling)
             if torch_kernels.handles(self.rule_name, rule, group, grads):
@@ -180,8 +179,7 @@ class RuleOptimizer(torch.optim.Optimizer):
             if not flat_storage.eligible(params, grads, states):
                 return False
             flat = self._flat[index] = flat_storage.FlatGroup(params, states)
-        compiled.update_(rule, [flat.param], [flat.ready_grads(params)], [flat.kernel_state()], steps[0], chunk=1)
-        flat.sync_scalars()
+        _flat_update_(rule, flat, flat.ready_grads(params), steps[0])
         return True
 
     def _torch_step_(self, rule: Rule, group: dict, params: list[Tensor], grads: list[Tensor]) -> None:
@@ -367,6 +365,18 @@ def _copy_back(chunk: list, flat: tuple[Tensor, Tensor, dict[str, Tensor]]) -> N
     for k, v in flat_state.items():
         targets = [s[k] for s in states]
         torch._foreach_copy_(targets, unflatten(v, targets))
+
+
+def _flat_update_(rule: Rule, flat: flat_storage.FlatGroup, grad: Tensor, step: int) -> None:
+    """A flat group's update (`optarena.flat`): the rule over its flat buffers in one compiled call,
+    or eagerly, one pass per operation, where the group is smaller than `fused.MIN_COMPILED_VALUES`
+    (a compiled call's fixed cost exceeds the update there; the eager rule over the flat buffers is
+    bitwise the default per-tensor path)."""
+    if flat.param.numel() < compiled.MIN_COMPILED_VALUES:
+        rule.update_(flat.param, grad, flat.kernel_state(), step)
+    else:
+        compiled.update_(rule, [flat.param], [grad], [flat.kernel_state()], step, chunk=1)
+    flat.sync_scalars()
 
 
 def _fused_update_(rule: Rule, members: list) -> None:
