@@ -110,6 +110,24 @@ def test_the_fast_evaluation_is_the_forward_pass(name, mode):
 
 
 @pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(("n", "per_chunk"), [(37, 2048), (37, 16), (48, 16), (5, 2048)])
+def test_evaluation_in_padded_chunks_of_examples_counts_each_example_once(n, per_chunk, mode):
+    """Examples padded to a multiple of `EXAMPLES_MULTIPLE` and cut into chunks: the sums are those
+    of the n examples, no padding row counted."""
+    g = torch.Generator().manual_seed(0)
+    layers = [(torch.randn(3, 8, 4, generator=g), torch.randn(3, 8, generator=g)),
+              (torch.randn(3, 5, 8, generator=g), torch.randn(3, 5, generator=g))]
+    x, y = torch.randn(n, 4, generator=g), torch.randint(0, 5, (n,), generator=g)
+    with MODES[mode]():
+        loss_sum, correct = _mlp.evaluate_sums(layers, x, y, "tanh", examples_per_chunk=per_chunk)
+    (w1, b1), (w2, b2) = layers
+    logits = torch.tanh(x @ w1.transpose(1, 2) + b1[:, None]) @ w2.transpose(1, 2) + b2[:, None]  # (3, n, 5)
+    expected = torch.nn.functional.cross_entropy(logits.transpose(1, 2), y.expand(3, n), reduction="none").sum(-1)
+    torch.testing.assert_close(loss_sum, expected, rtol=1e-5, atol=1e-5)
+    assert correct.tolist() == (logits.argmax(-1) == y).sum(-1).float().tolist()
+
+
+@pytest.mark.parametrize("mode", MODES)
 def test_correct_counts_ties_as_argmax_does(mode):
     """A prediction is correct where argmax (the first of equal maxima) is the label."""
     logits = torch.tensor([[[1.0, 2.0, 2.0, 0.0], [2.0, 2.0, 1.0, 2.0], [0.0, 1.0, 1.0, 2.0]]])  # (1, C=3, N=4)
