@@ -289,7 +289,8 @@ def _train(problem, trials, resolved, steps, device, trace, progress, compile) -
     # Before the first step every run is where its seed put it (init_params draws each run from its
     # seed alone), so each distinct start is evaluated once: 1/80 of the work for 400 runs on 5 seeds.
     distinct, seed_slot = torch.unique(seeds, return_inverse=True)
-    first_of_seed = torch.tensor([seed_slot.tolist().index(u) for u in range(len(distinct))])
+    slots = seed_slot.tolist()
+    first_of_seed = torch.tensor([slots.index(u) for u in range(len(distinct))])
 
     def evaluate(step: int) -> None:
         with torch.no_grad():

@@ -12,10 +12,10 @@ are:
     grad  g_i  -> G[o_i : o_i + n_i]                    (copied in each step, unless it is a view already)
 
 so that ``rule.update_(P, G, {k: S_k}, step)`` is the whole group's update in one compiled call, the
-same formula element by element (or, for a group under `fused.MIN_COMPILED_VALUES` values, the eager
-rule over the flat buffers: one pass per operation, bitwise the per-tensor rule). The gradients stay the user's: a gradient that is not yet a view
-of G (``zero_grad()`` sets it to None and backward makes a new one) is copied into G and replaced by
-its view, so that with ``zero_grad(set_to_none=False)`` backward accumulates into G in place and the
+same formula element by element (or, for a group under `fused.MIN_COMPILED_VALUES` values, the
+eager rule over the flat buffers: one pass per operation, bitwise the per-tensor rule). The
+gradients stay the user's: a gradient that is not yet a view of G (``zero_grad()`` sets it to None
+and backward makes a new one) is copied into G and replaced by its view, so that with ``zero_grad(set_to_none=False)`` backward accumulates into G in place and the
 copy disappears.
 
 A group is flattened only where every parameter is dense, real, contiguous, of one dtype and device,
@@ -37,6 +37,14 @@ import torch
 from torch import Tensor
 
 _GRAD = operator.attrgetter("grad")
+
+
+def all_grads(params: Sequence[Tensor]) -> list[Tensor] | None:
+    """Every parameter's gradient, or None where one has none. With `map` over C functions: this
+    runs for every parameter every step, and as a generator expression it cost more than a small
+    group's update."""
+    grads = list(map(_GRAD, params))
+    return None if any(map(operator.is_, grads, repeat(None))) else grads
 
 
 def eligible(params: Sequence[Tensor], grads: Sequence[Tensor], states: Sequence[dict]) -> bool:
@@ -123,8 +131,8 @@ class FlatGroup:
         if not (len(params) == len(self.params) and all(map(operator.is_, params, self.params))
                 and list(map(Tensor.data_ptr, params)) == self._param_ptrs):
             return None
-        grads = list(map(_GRAD, params))
-        if any(map(operator.is_, grads, repeat(None))):
+        grads = all_grads(params)
+        if grads is None:
             return None
         if list(map(Tensor.data_ptr, grads)) != self._grad_ptrs:
             stale = [(p, g, v) for p, g, v, ptr in zip(params, grads, self.grad_views, self._grad_ptrs)

@@ -145,9 +145,9 @@ _PREPARED: dict[int, tuple] = {}
 _STEPS: dict[torch.dtype, Tensor] = {}
 
 
-def _prepared(rule: Rule, dtype: torch.dtype) -> tuple[dict, tuple[str, ...], list, list[Tensor], tuple]:
-    """`_split` of `rule`, its values as the kernel's tensor inputs (floats as 0-d tensors in `dtype`),
-    and the key's part that the rule decides: made once per rule object (a rule is immutable, and
+def _prepared(rule: Rule, dtype: torch.dtype) -> tuple[dict, tuple[str, ...], list[Tensor], tuple]:
+    """`_split` of `rule` (fixed fields, names) with its values as the kernel's tensor inputs (floats
+    as 0-d tensors in `dtype`), and the kernel key's part that the rule decides: made once per rule object (a rule is immutable, and
     `optim` and the engine keep theirs from step to step), since this per-call work cost more than
     a small group's update itself."""
     cached = _PREPARED.get(id(rule))
@@ -156,7 +156,7 @@ def _prepared(rule: Rule, dtype: torch.dtype) -> tuple[dict, tuple[str, ...], li
     fixed, names, values = _split(rule)
     inputs = [v if isinstance(v, Tensor) else torch.tensor(v, dtype=dtype) for v in values]
     per_run = tuple(n for n, v in zip(names, values) if isinstance(v, Tensor))
-    prepared = (fixed, names, values, inputs, (type(rule), tuple(sorted(fixed.items())), names, per_run))
+    prepared = (fixed, names, inputs, (type(rule), tuple(sorted(fixed.items())), names, per_run))
     if len(_PREPARED) > 1024:
         _PREPARED.clear()
     _PREPARED[id(rule)] = (rule, dtype, prepared)
@@ -187,10 +187,10 @@ def update_(rule: Rule, params: list[Tensor], grads: list[Tensor], states: list[
     """
     p0 = params[0]
     dtype = _scalar_dtype(p0)
-    fixed, names, _, scalars, rule_key = _prepared(rule, dtype)
+    fixed, names, scalars, rule_key = _prepared(rule, dtype)
     keys = tuple(states[0])
     shaped = tuple(k for k in keys if states[0][k].shape == p0.shape)
-    key = (type(rule), rule_key[1], names, keys, shaped, p0.dtype, p0.device.type, chunk)
+    key = (*rule_key, keys, shaped, p0.dtype, p0.device.type, chunk)
     kernel = _KERNELS.get(key, False)
     if kernel is None:  # compilation failed before: the eager rule
         for p, g, s in zip(params, grads, states):
@@ -223,7 +223,7 @@ def update_runs_(rule: Rule, params: list[Tensor], grads: list[Tensor], states: 
     Equal to the eager update up to float rounding (tests/test_engine.py runs both ways)."""
     p0 = params[0]
     dtype = _scalar_dtype(p0)
-    fixed, names, _, inputs, rule_key = _prepared(rule, dtype)
+    fixed, names, inputs, rule_key = _prepared(rule, dtype)
     keys = tuple(states[0])
     if any(tuple(s) != keys for s in states):
         raise ValueError("update_runs_: every parameter's state must have the same keys")

@@ -29,8 +29,6 @@ torch.optim state_dict of the same optimizer (its state names mapped, see `TORCH
 from __future__ import annotations
 
 import inspect
-import operator
-from itertools import repeat
 from typing import Any, Callable, ClassVar, Iterable
 
 import torch
@@ -263,15 +261,12 @@ class RuleOptimizer(torch.optim.Optimizer):
         self._at_eval_point = to_eval
 
 
-_GRAD = operator.attrgetter("grad")
-
-
 def _live(params: list[Tensor], compiling: bool) -> tuple[list[Tensor], list[Tensor]]:
-    """The parameters that have a gradient, and their gradients (with `map` in eager mode: this runs
-    for every parameter every step; dynamo traces the plain comprehension)."""
+    """The parameters that have a gradient, and their gradients (`flat.all_grads` in eager mode;
+    dynamo traces the plain comprehension)."""
     if not compiling:
-        grads = list(map(_GRAD, params))
-        if not any(map(operator.is_, grads, repeat(None))):
+        grads = flat_storage.all_grads(params)
+        if grads is not None:
             return params, grads
     live = [param for param in params if param.grad is not None]
     return live, [param.grad for param in live]
