@@ -131,12 +131,12 @@ def flat_update(request, monkeypatch):
     return request.param
 
 
-@pytest.mark.parametrize("set_to_none", [True, False])
+@pytest.mark.parametrize("set_to_none,maximize", [(True, False), (False, False), (True, True)])
 @pytest.mark.parametrize("convention", ["article", "keras"])
-def test_flat_group_trains_as_the_eager_rule(convention, set_to_none, flat_update):
+def test_flat_group_trains_as_the_eager_rule(convention, set_to_none, maximize, flat_update):
     eager, flat = _model(), _model()
-    opt_e = optim.Adam(eager.parameters(), lr=1e-2, convention=convention)
-    opt_f = optim.Adam(flat.parameters(), lr=1e-2, convention=convention, fused=True)
+    opt_e = optim.Adam(eager.parameters(), lr=1e-2, convention=convention, maximize=maximize)
+    opt_f = optim.Adam(flat.parameters(), lr=1e-2, convention=convention, fused=True, maximize=maximize)
     _train(eager, opt_e, 20, set_to_none)
     _train(flat, opt_f, 20, set_to_none)
     tolerance = {"rtol": 1e-5, "atol": 1e-6} if flat_update == "compiled" else {"rtol": 0, "atol": 0}
@@ -151,7 +151,24 @@ def test_flat_group_trains_as_the_eager_rule(convention, set_to_none, flat_updat
     assert all(p.grad.untyped_storage().data_ptr() == storage.grad.untyped_storage().data_ptr() for p in params)
     for p in params:  # the optimizer state is still the eager drop-in's, tensor by tensor
         torch.testing.assert_close(opt_f.state[p]["m"], opt_e.state[dict(zip(params, eager.parameters()))[p]]["m"],
-                                   rtol=1e-5, atol=1e-7)
+                                   **tolerance)
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "adagrad"])
+@pytest.mark.parametrize("maximize", [False, True])
+def test_pytorch_convention_small_fused_group_is_the_rule_over_flat_storage(name, maximize):
+    """convention="pytorch", fused=True, a group under `fused.MIN_COMPILED_VALUES` values: not torch's
+    fused kernel (its per-tensor work and call cost more there) but the eager rule over the group's
+    flat storage, bit for bit the default path; maximize honoured."""
+    models = _model(), _model()
+    kwargs = {"lr": 1e-2, "convention": "pytorch", "maximize": maximize} | ({"momentum": 0.9} if name == "sgd" else {})
+    opt_d = optim.create(name, models[0].parameters(), **kwargs)
+    opt_f = optim.create(name, models[1].parameters(), fused=True, **kwargs)
+    _train(models[0], opt_d, 10, True)
+    _train(models[1], opt_f, 10, True)
+    assert 0 in opt_f._flat
+    for a, b in zip(*(m.parameters() for m in models)):
+        assert torch.equal(a, b)
 
 
 def test_flat_group_survives_load_state_dict_and_repointed_parameters(flat_update):

@@ -14,7 +14,7 @@ os.environ.setdefault("KERAS_BACKEND", "torch")  # before any keras import
 import pytest
 import torch
 
-from optarena import optim, torch_kernels
+from optarena import fused, optim, torch_kernels
 from optarena import rules as conventions
 
 CLASS_NAMES = {name: cls.__name__ for name, cls in optim.OPTIMIZERS.items()}
@@ -450,15 +450,22 @@ def test_torch_keywords_match_torch(name, flag):
 
 
 def _execution_choices(name):
-    choices = [{"foreach": True}]
-    return choices + ([{"fused": True}] if name in torch_kernels.FUSED else [])
+    """(our flags, torch.optim's flags giving the same bits (None: our default path's), values below
+    which fused=True takes the flat eager rule): foreach=True; fused=True on a group at
+    `fused.MIN_COMPILED_VALUES` values or more (here: any group); fused=True on a smaller group, the
+    eager rule over flat storage, which is the default path (the rule) bit for bit."""
+    choices = [({"foreach": True}, {"foreach": True}, None)]
+    if name in torch_kernels.FUSED:
+        choices += [({"fused": True}, {"fused": True}, 0), ({"fused": True}, None, None)]
+    return choices
 
 
 @pytest.mark.parametrize("name", list(TORCH_CLASS))
-def test_pytorch_convention_runs_torch_kernels_bitwise(name):
+def test_pytorch_convention_runs_torch_kernels_bitwise(name, monkeypatch):
     """convention="pytorch" with foreach=True / fused=True hands the group to torch.optim's own
     kernels (optarena.torch_kernels): the same bits as torch.optim with that choice, float32, many
-    shapes, weight decay on, maximize on, an LR scheduler."""
+    shapes, weight decay on, maximize on, an LR scheduler; a fused=True group too small for a fused
+    kernel to pay gets the rule's bits (the default path's: torch.optim's for-loop to rounding)."""
     options = {"sgd": {"momentum": 0.9, "dampening": 0.1, "nesterov": False}, "momentum": {"momentum": 0.9, "nesterov": True},
                "adam": {"amsgrad": True}, "rmsprop": {"momentum": 0.5, "centered": True}}.get(name, {})
     options = {**options, "weight_decay": 0.01, "maximize": True}
@@ -466,10 +473,13 @@ def test_pytorch_convention_runs_torch_kernels_bitwise(name):
     shapes = [(50, 40), (7,), (3, 1, 2), (1000,)]
     start = [torch.randn(s, generator=g) for s in shapes]
     grads = [[torch.randn(s, generator=g) for s in shapes] for _ in range(5)]
-    for choice in _execution_choices(name):
+    for ours, theirs, threshold in _execution_choices(name):
+        if threshold is not None:
+            monkeypatch.setattr(fused, "MIN_COMPILED_VALUES", threshold)
         results = []
-        for make in (lambda ps: cls(name)(ps, lr=0.01, convention="pytorch", **options, **choice),
-                     lambda ps: getattr(torch.optim, TORCH_CLASS[name])(ps, lr=0.01, **options, **choice)):
+        for make in (lambda ps: cls(name)(ps, lr=0.01, convention="pytorch", **options, **ours),
+                     lambda ps: (cls(name)(ps, lr=0.01, convention="pytorch", **options) if theirs is None else
+                                 getattr(torch.optim, TORCH_CLASS[name])(ps, lr=0.01, **options, **theirs))):
             ps = [x.clone().requires_grad_() for x in start]
             opt = make(ps)
             scheduler = torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
@@ -480,6 +490,7 @@ def test_pytorch_convention_runs_torch_kernels_bitwise(name):
                 scheduler.step()
             results.append(ps)
         assert_bitwise(*results)
+        monkeypatch.undo()
 
 
 def test_torch_keywords_refused_as_torch_refuses_them_on_cpu():
@@ -592,15 +603,21 @@ def test_compiled_step_compiles_once_not_once_per_step(name, convention):
 
 @pytest.mark.parametrize("choice", [{"foreach": True}, {"fused": True}])
 def test_compiled_step_on_torch_kernels_compiles_once(choice):
-    """convention="pytorch" with foreach/fused (torch.optim's kernels) under torch.compile: at most
-    two graphs for five steps, the numbers torch.optim's own compiled step gives."""
-    p = [x.detach().float().requires_grad_() for x in make_params()]
-    q = [x.detach().clone().requires_grad_() for x in p]
-    opt, ref = optim.Adam(p, lr=0.01, convention="pytorch", **choice), torch.optim.Adam(q, lr=0.01, **choice)
-    graphs = compiled_steps(opt, p, reference=ref)
-    assert graphs <= 2, f"{graphs} graphs for 5 steps"
-    for x, y in zip(p, q):
-        torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6)
+    """convention="pytorch" with foreach/fused under torch.compile: no graph per step (as many graphs
+    for ten steps as for five; at most two with foreach, torch.optim's kernels traced; torch's fused
+    kernel is not traced by dynamo, and this small group takes the eager rule over its flat
+    storage), the numbers torch.optim's own compiled step gives."""
+    counts = []
+    for steps in (5, 10):
+        p = [x.detach().float().requires_grad_() for x in make_params()]
+        q = [x.detach().clone().requires_grad_() for x in p]
+        opt, ref = optim.Adam(p, lr=0.01, convention="pytorch", **choice), torch.optim.Adam(q, lr=0.01, **choice)
+        counts.append(compiled_steps(opt, p, reference=ref, steps=steps))
+        for x, y in zip(p, q):
+            torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6)
+    assert counts[0] == counts[1], f"{counts[0]} graphs for 5 steps, {counts[1]} for 10"
+    if choice.get("foreach"):
+        assert counts[0] <= 2, f"{counts[0]} graphs for 5 steps"
 
 
 @pytest.mark.parametrize("name,convention", CASES, ids=IDS)

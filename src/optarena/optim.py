@@ -7,8 +7,11 @@ optimizer, with torch-style signatures. Hyperparameters left as ``None`` take th
 convention's defaults.
 
 Under convention="pytorch", ``foreach=True`` and ``fused=True`` run the eight optimizers torch.optim
-has on torch.optim's own kernels (`optarena.torch_kernels`), with its speed and bits; the default
-runs the rule (``optarena.rules``), the engine's numbers bit for bit.
+has on torch.optim's own kernels (`optarena.torch_kernels`), with its speed and bits, except that
+``fused=True`` on a group under `fused.MIN_COMPILED_VALUES` values runs the eager rule over the
+group's flat storage as the other conventions do (faster there than any fused kernel: its
+per-tensor work and call cost exceed the update; the numbers of the default path, bit for bit);
+the default runs the rule (``optarena.rules``), the engine's numbers bit for bit.
 
 As torch.optim, every class takes ``maximize`` (the gradient negated), ``foreach`` (``None``, the
 default: the small tensors of a group go through the rule as one flat tensor, same numbers as one
@@ -29,7 +32,8 @@ torch.optim state_dict of the same optimizer (its state names mapped, see `TORCH
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, ClassVar, Iterable
+import operator
+from typing import Any, Callable, ClassVar, Iterable, NamedTuple
 
 import torch
 from torch import Tensor
@@ -38,6 +42,43 @@ from optarena import flat as flat_storage
 from optarena import fused as compiled
 from optarena import rules, torch_kernels
 from optarena.rules.base import Rule, any_nonzero, update_at_
+
+_ABSENT = object()
+_IS_SPARSE = operator.attrgetter("is_sparse")
+
+
+class _Plan(NamedTuple):
+    """A group's rule for its current hyperparameters (`key`), and whether the fused path can
+    compile it (`fused.supports`) and torch.optim's kernels run it (`torch_kernels.handles`)."""
+
+    key: tuple
+    rule: Rule
+    compiles: bool
+    torch_kernels: bool
+
+
+_RULE_NAMES: dict[tuple[str, str], tuple[str, ...]] = {}
+
+
+def _rule_names(name: str, convention: str) -> tuple[str, ...]:
+    """The group keys that are `name`'s hyperparameters under `convention` (torch's ``betas`` too)."""
+    names = _RULE_NAMES.get((name, convention))
+    if names is None:
+        names = _RULE_NAMES[name, convention] = tuple(sorted(set(rules.defaults(name, convention)) | {"betas"}))
+    return names
+
+
+def _small(params: list[Tensor]) -> bool:
+    """Whether a group is under `fused.MIN_COMPILED_VALUES` values: with ``fused=True`` it is then
+    updated by the eager rule over its flat storage (one pass per operation over all of it), faster
+    than a fused kernel's per-tensor work and call costs there."""
+    return sum(map(Tensor.numel, params)) < compiled.MIN_COMPILED_VALUES
+
+
+def _any_sparse(grads: list[Tensor]) -> bool:
+    if torch.compiler.is_compiling():  # dynamo traces the plain loop (`map` of an attrgetter breaks its graph)
+        return any(g.is_sparse for g in grads)
+    return any(map(_IS_SPARSE, grads))
 
 
 class RuleOptimizer(torch.optim.Optimizer):
@@ -65,21 +106,30 @@ class RuleOptimizer(torch.optim.Optimizer):
         defaults.update(maximize=bool(maximize), foreach=foreach, fused=fused, capturable=bool(capturable),
                         differentiable=False)
         super().__init__(params, defaults)
-        self._rule_cache: dict[int, tuple[tuple, Rule]] = {}
+        self._rule_cache: dict[int, _Plan] = {}
         self._flat: dict[int, flat_storage.FlatGroup] = {}  # fused=True: group index -> its flat storage
         self._at_eval_point = False
 
     def _rule(self, index: int, group: dict) -> Rule:
-        # Groups also carry keys of others (e.g. a scheduler's "initial_lr"): pass only the rule's own.
+        return self._plan(index, group).rule
+
+    def _plan(self, index: int, group: dict) -> "_Plan":
+        """The group's rule and what its step takes from it, rebuilt only when one of the rule's
+        hyperparameters or the group's ``foreach`` / ``fused`` changed (a scheduler's lr, a user's
+        edit): this runs every step, beside kernels of microseconds."""
         convention = group["convention"]
-        known = set(rules.defaults(self.rule_name, convention)) | {"betas"}
-        hparams = {k: v for k, v in group.items() if k in known}
-        key = (convention,) + tuple(sorted((k, v.item() if isinstance(v, Tensor) else v) for k, v in hparams.items()))
+        names = _rule_names(self.rule_name, convention)
+        # Groups also carry keys of others (e.g. a scheduler's "initial_lr"): the rule's own only.
+        values = [group.get(k, _ABSENT) for k in names]
+        key = (convention, group.get("foreach"), group.get("fused"),
+               *[v.item() if isinstance(v, Tensor) else v for v in values])
         cached = self._rule_cache.get(index)
-        if cached is None or cached[0] != key:
-            cached = (key, rules.build(self.rule_name, convention, **hparams))
-            self._rule_cache[index] = cached
-        return cached[1]
+        if cached is None or cached.key != key:
+            rule = rules.build(self.rule_name, convention,
+                               **{k: v for k, v in zip(names, values) if v is not _ABSENT})
+            cached = self._rule_cache[index] = _Plan(key, rule, compiled.supports(rule),
+                                                     torch_kernels.handles(self.rule_name, rule, group))
+        return cached
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
@@ -90,7 +140,8 @@ class RuleOptimizer(torch.optim.Optimizer):
         name = type(self).__name__
         compiling = torch.compiler.is_compiling()
         for index, group in enumerate(self.param_groups):
-            rule = self._rule(index, group)
+            plan = self._plan(index, group)
+            rule = plan.rule
             if self._at_eval_point and rule.has_eval_point:
                 # gradients were taken at the evaluation point, not where the rule takes them
                 raise RuntimeError(f"{name}.step() called after optimizer.eval(); "
@@ -105,13 +156,14 @@ class RuleOptimizer(torch.optim.Optimizer):
             tensor_step = compiling or capturable
             flat = self._flat.get(index)
             grads = (flat.ready_grads(group["params"])
-                     if flat is not None and group.get("fused") and not tensor_step and not group.get("maximize", False)
+                     if flat is not None and group.get("fused") and not tensor_step
                      else None)
             if grads is not None:
-                _flat_update_(rule, flat, grads, flat.advance())
+                _flat_update_(rule, flat, grads.neg() if group.get("maximize", False) else grads, flat.advance())
                 continue
             live, grads = _live(group["params"], compiling)
-            if torch_kernels.handles(self.rule_name, rule, group, grads):
+            if plan.torch_kernels and not _any_sparse(grads) and not (
+                    group.get("fused") and not tensor_step and _small(live)):
                 self._torch_step_(rule, group, live, grads)
                 continue
             maximize = group.get("maximize", False)
@@ -139,19 +191,20 @@ class RuleOptimizer(torch.optim.Optimizer):
                 else:
                     step = state["step"] = count + 1
                 members.append((p, grad, state, step))
-            if group.get("fused") and not tensor_step and compiled.supports(rule):
-                if not maximize and len(members) == len(group["params"]) and self._flat_step_(index, rule, members):
+            if group.get("fused") and not tensor_step and plan.compiles:
+                if len(members) == len(group["params"]) and self._flat_step_(index, rule, members, maximize):
                     continue
                 self._flat.pop(index, None)
-                dense = []
-                for p, grad, state, step in members:
-                    if grad.is_sparse:
-                        self._apply_sparse(rule, p, grad, state, step)
-                    else:
-                        dense.append((p, grad, {k: v for k, v in state.items() if k != "step"}, step))
-                if dense:
-                    _fused_update_(rule, dense)
-                continue
+                if not _small([m[0] for m in members]):  # else the eager rule below is faster
+                    dense = []
+                    for p, grad, state, step in members:
+                        if grad.is_sparse:
+                            self._apply_sparse(rule, p, grad, state, step)
+                        else:
+                            dense.append((p, grad, {k: v for k, v in state.items() if k != "step"}, step))
+                    if dense:
+                        _fused_update_(rule, dense)
+                    continue
             batches: dict[int, list] = {}
             batchable = not tensor_step and _batchable(rule, group)
             for p, grad, state, step in members:
@@ -168,7 +221,7 @@ class RuleOptimizer(torch.optim.Optimizer):
                     _update_flat_(rule, chunk, step)
         return loss
 
-    def _flat_step_(self, index: int, rule: Rule, members: list) -> bool:
+    def _flat_step_(self, index: int, rule: Rule, members: list, maximize: bool) -> bool:
         """``fused=True`` on the group's flat storage (`optarena.flat`): one compiled call for every
         parameter; False where the group cannot be flat this step (the per-tensor path runs)."""
         params, grads, states, steps = zip(*members)
@@ -177,7 +230,8 @@ class RuleOptimizer(torch.optim.Optimizer):
             if not flat_storage.eligible(params, grads, states):
                 return False
             flat = self._flat[index] = flat_storage.FlatGroup(params, states)
-        _flat_update_(rule, flat, flat.ready_grads(params), steps[0])
+        grad = flat.ready_grads(params)
+        _flat_update_(rule, flat, grad.neg() if maximize else grad, steps[0])
         return True
 
     def _torch_step_(self, rule: Rule, group: dict, params: list[Tensor], grads: list[Tensor]) -> None:
@@ -185,7 +239,7 @@ class RuleOptimizer(torch.optim.Optimizer):
         their gradients `grads`. In eager mode with real parameters the states are looked up with
         `map` (this Python runs for every parameter, every step, beside kernels of microseconds);
         dynamo traces the plain loop."""
-        if torch.compiler.is_compiling() or any(p.dtype.is_complex for p in params):
+        if torch.compiler.is_compiling() or any(map(torch.is_complex, params)):
             name = type(self).__name__
             reals = [_real(p, rule, name) if p.dtype.is_complex else p for p in params]
             grads = [torch.view_as_real(g) if g.dtype.is_complex else g for g in grads]
@@ -248,7 +302,8 @@ class RuleOptimizer(torch.optim.Optimizer):
         if self._at_eval_point == to_eval:
             return
         for index, group in enumerate(self.param_groups):
-            rule = self._rule(index, group)
+            plan = self._plan(index, group)
+            rule = plan.rule
             if not rule.has_eval_point:
                 continue
             for param in group["params"]:

@@ -5,7 +5,8 @@ equal to torch.optim in tests/test_optim.py and tests/test_oracles.py), so for t
 torch has, a drop-in group under it with ``foreach=True`` or ``fused=True`` hands its tensors to
 torch.optim's functional API (``torch.optim.adam.adam``, ``torch.optim.sgd.sgd``, ...): the kernels
 torch.optim would run with that choice, so the same speed and the same bits as
-``torch.optim.<Same>(..., foreach=True)`` / ``(..., fused=True)``. The default (``None``) runs the
+``torch.optim.<Same>(..., foreach=True)`` / ``(..., fused=True)`` (a ``fused=True`` group under
+`fused.MIN_COMPILED_VALUES` values is `optim`'s flat eager rule instead, faster there). The default (``None``) runs the
 rule itself, eagerly (torch.optim's CPU default is its for-loop too): the numbers of the engine,
 bit for bit, which tests/test_engine.py checks. The rule stays the definition, the engine's code
 and the oracle; this module only maps names: ours to torch's, one table.
@@ -52,16 +53,16 @@ _STEP = operator.itemgetter("step")
 _BUFFER = operator.itemgetter("momentum_buffer")
 
 
-def handles(name: str, rule: Rule, group: dict, grads: list[Tensor]) -> bool:
-    """Whether this pytorch-convention group goes to torch.optim's kernels (see the module docstring)."""
+def handles(name: str, rule: Rule, group: dict) -> bool:
+    """Whether this pytorch-convention group goes to torch.optim's kernels (see the module docstring;
+    `optim` also keeps a group with a sparse gradient off them)."""
     if group.get("convention") != "pytorch" or name not in STATE_NAMES:
         return False
     if not (group.get("foreach") or group.get("fused")) or (group.get("fused") and name not in FUSED):
         return False
     hparams = rule.hparams()
-    if any(isinstance(v, Tensor) for v in hparams.values()) or any_nonzero(hparams.get("decoupled_weight_decay", 0.0)):
-        return False
-    return not any(g.is_sparse for g in grads)
+    return not (any(isinstance(v, Tensor) for v in hparams.values())
+                or any_nonzero(hparams.get("decoupled_weight_decay", 0.0)))
 
 
 def _sgd_step_(h: dict, states: list[dict], params: list[Tensor], grads: list[Tensor], foreach, fused, flags: dict) -> None:
@@ -77,8 +78,8 @@ def _sgd_step_(h: dict, states: list[dict], params: list[Tensor], grads: list[Te
         counts = list(map(_STEP, states))
         if all(map(int.__instancecheck__, counts)) and (
                 not momentum or all(map(operator.contains, states, repeat("momentum_buffer")))):
-            for s, count in zip(states, counts):
-                s["step"] = count + 1
+            for _ in map(operator.setitem, states, repeat("step"), map((1).__add__, counts)):  # s["step"] += 1
+                pass
             sgd.sgd(params, grads, list(map(_BUFFER, states)) if momentum else [None] * len(states), **hyper)
             return
     for s in states:
