@@ -171,6 +171,24 @@ def test_pytorch_convention_small_fused_group_is_the_rule_over_flat_storage(name
         assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("convention", ["article", "pytorch", "keras"])
+def test_complex_parameters_with_fused_train_as_the_default_path(convention):
+    """fused=True on complex parameters (their real views, as torch.optim takes them): never flat
+    storage, which would re-point the view and not the parameter; the default path's numbers."""
+    torch.manual_seed(0)
+    a = [torch.randn(4, 3, dtype=torch.complex64, requires_grad=True), torch.randn(5, dtype=torch.complex64, requires_grad=True)]
+    b = [x.detach().clone().requires_grad_() for x in a]
+    opts = optim.Adam(a, lr=0.1, convention=convention), optim.Adam(b, lr=0.1, convention=convention, fused=True)
+    for _ in range(5):
+        for params, opt in zip((a, b), opts):
+            opt.zero_grad()
+            sum((p.abs() ** 2).sum() for p in params).backward()
+            opt.step()
+    assert not opts[1]._flat
+    for x, y in zip(a, b):
+        assert torch.equal(x, y)
+
+
 def test_flat_group_survives_load_state_dict_and_repointed_parameters(flat_update):
     eager, flat = _model(), _model()
     opt_e = optim.Adam(eager.parameters(), lr=1e-2)

@@ -18,7 +18,8 @@ gradients stay the user's: a gradient that is not yet a view of G (``zero_grad()
 and backward makes a new one) is copied into G and replaced by its view, so that with ``zero_grad(set_to_none=False)`` backward accumulates into G in place and the
 copy disappears.
 
-A group is flattened only where every parameter is dense, real, contiguous, of one dtype and device,
+A group is flattened only where every parameter is dense, real (not the real view of a complex
+one), contiguous, of one dtype and device,
 has a gradient this step, the same step count, and state shaped like itself or 0-d with the same
 value in every parameter (NAdam's ``mu_product``, a function of the step count: the rule updates the
 first parameter's, which is then copied into the others'); otherwise `optim` takes the per-tensor
@@ -54,7 +55,7 @@ def eligible(params: Sequence[Tensor], grads: Sequence[Tensor], states: Sequence
     p0 = params[0]
     keys = [k for k in states[0] if k != "step"]
     for p, g, s in zip(params, grads, states):
-        if (p.dtype != p0.dtype or p.device != p0.device or p.is_complex() or not p.is_contiguous()
+        if (p.dtype != p0.dtype or p.device != p0.device or p.is_complex() or p._is_view() or not p.is_contiguous()
                 or g.is_sparse or g.dtype != p.dtype or g.shape != p.shape or g.device != p.device):
             return False
         if [k for k in s if k != "step"] != keys or s.get("step") != states[0].get("step"):
