@@ -176,7 +176,7 @@ def test_complex_parameters_with_fused_train_as_the_default_path(convention):
     """fused=True on complex parameters (their real views, as torch.optim takes them): never flat
     storage, which would re-point the view and not the parameter; the default path's numbers."""
     torch.manual_seed(0)
-    a = [torch.randn(4, 3, dtype=torch.complex64, requires_grad=True), torch.randn(5, dtype=torch.complex64, requires_grad=True)]
+    a = [torch.randn(shape, dtype=torch.complex64, requires_grad=True) for shape in ((4, 3), (5,))]
     b = [x.detach().clone().requires_grad_() for x in a]
     opts = optim.Adam(a, lr=0.1, convention=convention), optim.Adam(b, lr=0.1, convention=convention, fused=True)
     for _ in range(5):

@@ -6,8 +6,8 @@ torch has, a drop-in group under it with ``foreach=True`` or ``fused=True`` hand
 torch.optim's functional API (``torch.optim.adam.adam``, ``torch.optim.sgd.sgd``, ...): the kernels
 torch.optim would run with that choice, so the same speed and the same bits as
 ``torch.optim.<Same>(..., foreach=True)`` / ``(..., fused=True)`` (a ``fused=True`` group under
-`fused.MIN_COMPILED_VALUES` values is `optim`'s flat eager rule instead, faster there). The default (``None``) runs the
-rule itself, eagerly (torch.optim's CPU default is its for-loop too): the numbers of the engine,
+`fused.MIN_COMPILED_VALUES` values is `optim`'s flat eager rule instead, faster there). The default
+(``None``) runs the rule itself, eagerly (torch.optim's CPU default is its for-loop too): the numbers of the engine,
 bit for bit, which tests/test_engine.py checks. The rule stays the definition, the engine's code
 and the oracle; this module only maps names: ours to torch's, one table.
 
@@ -78,8 +78,8 @@ def _sgd_step_(h: dict, states: list[dict], params: list[Tensor], grads: list[Te
         counts = list(map(_STEP, states))
         if all(map(int.__instancecheck__, counts)) and (
                 not momentum or all(map(operator.contains, states, repeat("momentum_buffer")))):
-            for _ in map(operator.setitem, states, repeat("step"), map((1).__add__, counts)):  # s["step"] += 1
-                pass
+            for s, count in zip(states, counts):
+                s["step"] = count + 1
             sgd.sgd(params, grads, list(map(_BUFFER, states)) if momentum else [None] * len(states), **hyper)
             return
     for s in states:
