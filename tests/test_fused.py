@@ -189,6 +189,25 @@ def test_complex_parameters_with_fused_train_as_the_default_path(convention):
         assert torch.equal(x, y)
 
 
+@pytest.mark.parametrize("convention,threshold", [("article", 0), ("article", None), ("pytorch", None)])
+def test_a_hand_edit_of_a_groups_lr_reaches_the_flat_fast_path(convention, threshold, monkeypatch):
+    """The rule is rebuilt when a group's hyperparameter changes (here by hand, lr = 0: the next step
+    leaves every parameter where it is), also on the flat fast path, compiled (threshold 0) or eager."""
+    if threshold is not None:
+        monkeypatch.setattr(fused, "MIN_COMPILED_VALUES", threshold)
+    model = _model()
+    opt = optim.Adam(model.parameters(), lr=1e-2, convention=convention, fused=True)
+    _train(model, opt, 3)
+    assert 0 in opt._flat
+    opt.param_groups[0]["lr"] = 0.0
+    before = [p.detach().clone() for p in model.parameters()]
+    _train(model, opt, 1)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    opt.param_groups[0]["lr"] = 1e-2
+    _train(model, opt, 1)
+    assert not all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
 def test_flat_group_survives_load_state_dict_and_repointed_parameters(flat_update):
     eager, flat = _model(), _model()
     opt_e = optim.Adam(eager.parameters(), lr=1e-2)
