@@ -18,9 +18,11 @@ default: the small tensors of a group go through the rule as one flat tensor, sa
 at a time; ``False``: one by one), ``fused`` (``True``: the rule's own ``update_`` compiled by
 ``torch.compile`` into one fused kernel per rule, dtype and device, see `optarena.fused`, for the
 elementwise rules, one call per group: the group's parameters and state are made views of one flat
-buffer each at its first step, `optarena.flat`; the numbers equal the eager rule's up to float rounding; the first step
-compiles, seconds, cached on disk by inductor; the rules that act on whole tensors, Muon, SOAP,
-Adafactor, LAMB and Schedule-Free, refuse it),
+buffer each at its first step, `optarena.flat`; the numbers equal the eager rule's up to float
+rounding; the first step compiles, seconds, cached on disk by inductor; a group under
+`fused.MIN_COMPILED_VALUES` values runs the eager rule instead, over its flat buffers where it has
+them, bit for bit the default path; the rules that act on whole tensors, Muon, SOAP, Adafactor,
+LAMB and Schedule-Free, refuse it),
 ``capturable`` (the step count a tensor on the parameter's device; CPU parameters refused at
 ``step()``, as torch does) and ``differentiable`` (only ``False``). ``state["step"]`` is a Python int
 in eager mode and a 0-d tensor once the step is run under ``torch.compile`` (so that one graph
