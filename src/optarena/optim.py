@@ -63,7 +63,8 @@ _RULE_NAMES: dict[tuple[str, str], tuple[str, ...]] = {}
 
 
 def _rule_names(name: str, convention: str) -> tuple[str, ...]:
-    """The group keys that are `name`'s hyperparameters under `convention` (torch's ``betas`` too)."""
+    """The group keys that are `name`'s hyperparameters under `convention` (torch's ``betas`` too).
+    A plain dict, not functools.cache: dynamo traces this when a step is compiled."""
     names = _RULE_NAMES.get((name, convention))
     if names is None:
         names = _RULE_NAMES[name, convention] = tuple(sorted(set(rules.defaults(name, convention)) | {"betas"}))
@@ -108,12 +109,9 @@ class RuleOptimizer(torch.optim.Optimizer):
         defaults.update(maximize=bool(maximize), foreach=foreach, fused=fused, capturable=bool(capturable),
                         differentiable=False)
         super().__init__(params, defaults)
-        self._rule_cache: dict[int, _Plan] = {}
+        self._plans: dict[int, _Plan] = {}  # group index -> its rule and execution choices
         self._flat: dict[int, flat_storage.FlatGroup] = {}  # fused=True: group index -> its flat storage
         self._at_eval_point = False
-
-    def _rule(self, index: int, group: dict) -> Rule:
-        return self._plan(index, group).rule
 
     def _plan(self, index: int, group: dict) -> "_Plan":
         """The group's rule and what its step takes from it, rebuilt only when one of the rule's
@@ -125,11 +123,11 @@ class RuleOptimizer(torch.optim.Optimizer):
         values = [group.get(k, _ABSENT) for k in names]
         key = (convention, group.get("foreach"), group.get("fused"),
                *[v.item() if isinstance(v, Tensor) else v for v in values])
-        cached = self._rule_cache.get(index)
+        cached = self._plans.get(index)
         if cached is None or cached.key != key:
             rule = rules.build(self.rule_name, convention,
                                **{k: v for k, v in zip(names, values) if v is not _ABSENT})
-            cached = self._rule_cache[index] = _Plan(key, rule, compiled.supports(rule),
+            cached = self._plans[index] = _Plan(key, rule, compiled.supports(rule),
                                                      torch_kernels.handles(self.rule_name, rule, group))
         return cached
 
@@ -304,8 +302,7 @@ class RuleOptimizer(torch.optim.Optimizer):
         if self._at_eval_point == to_eval:
             return
         for index, group in enumerate(self.param_groups):
-            plan = self._plan(index, group)
-            rule = plan.rule
+            rule = self._plan(index, group).rule
             if not rule.has_eval_point:
                 continue
             for param in group["params"]:
