@@ -68,3 +68,17 @@ def test_scaling_quick_prints_every_table_with_every_run_done():
         assert r[6].strip() == f"{R}/{R}" and float(r[2]) > 0 and float(r[4].replace(",", "")) > 0
     size_rows = [r for r in rows if len(r) == 4 and r[0].strip() != "hidden"]
     assert [r[0].strip() for r in size_rows] == ["64"] and size_rows[0][1].strip() == "4,810"
+
+
+def test_gemm_libraries_prints_a_row_per_product_with_every_column():
+    script = SCRIPT.with_name("gemm_libraries.py")
+    done = subprocess.run([sys.executable, str(script), "--repeats", "1"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = [line.split("|")[1:-1] for line in done.stdout.splitlines() if line.startswith("| ") and "---" not in line]
+    header, body = rows[0], rows[1:]
+    assert [h.strip() for h in header[:4]] == ["product", "torch (MKL)", "numpy (OpenBLAS)", "oneDNN"]
+    assert len(body) == 5
+    for r in body:
+        assert len(r) == len(header)
+        assert float(r[1]) > 0 and float(r[2]) > 0  # torch and numpy have every product
+        assert (r[3].strip() == "-") == ("blocks" in r[0] or "runs (" in r[0])  # oneDNN: the unbatched ones only
