@@ -100,14 +100,6 @@ def _jax(batch, m, k, n):
     return (lambda: jax.block_until_ready(fn(a, b))), reps, uses_ynn
 
 
-def _jax_available() -> bool:
-    try:
-        import jax  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def measure(columns: list[str], repeats: int) -> dict[str, list[float | None]]:
     """GFLOP/s of each column on each of `SHAPES` (None where the column has no such operation)."""
     makers = {"torch": _torch, "numpy": _numpy, "oneDNN": _onednn}
@@ -155,14 +147,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
-    if args.threads == 1:  # before jax is imported
-        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-        import jax_sweep
-        jax_sweep.limit_threads(1)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import jax_sweep
+
+    jax_sweep.limit_threads(args.threads)  # before jax makes its CPU client
     _limit_threads(args.threads)
     columns = ["torch", "numpy", "oneDNN"]
     header = ["torch (MKL)", "numpy (OpenBLAS)", "oneDNN"]
-    if _jax_available():
+    if jax_sweep.available():
         _, _, ynn = _jax(1, 64, 64, 64)
         columns.append("jax")
         header.append("jax (XLA, YNNPACK)" if ynn else "jax (XLA)")

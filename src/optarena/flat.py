@@ -15,12 +15,11 @@ so that ``rule.update_(P, G, {k: S_k}, step)`` is the whole group's update in on
 same formula element by element (or, for a group under `fused.MIN_COMPILED_VALUES` values, the
 eager rule over the flat buffers: one pass per operation, bitwise the per-tensor rule). The
 gradients stay the user's: a gradient that is not yet a view of G (``zero_grad()`` sets it to None
-and backward makes a new one) is copied into G and replaced by its view, so that with ``zero_grad(set_to_none=False)`` backward accumulates into G in place and the
-copy disappears.
+and backward makes a new one) is copied into G and replaced by its view, so that with
+``zero_grad(set_to_none=False)`` backward accumulates into G in place and the copy disappears.
 
 A group is flattened only where every parameter is dense, real (not the real view of a complex
-one), contiguous, of one dtype and device,
-has a gradient this step, the same step count, and state shaped like itself or 0-d with the same
+one), contiguous, of one dtype and device, has a gradient this step, the same step count, and state shaped like itself or 0-d with the same
 value in every parameter (NAdam's ``mu_product``, a function of the step count: the rule updates the
 first parameter's, which is then copied into the others'); otherwise `optim` takes the per-tensor
 compiled path. Anything that re-points a

@@ -147,9 +147,9 @@ _STEPS: dict[torch.dtype, Tensor] = {}
 
 def _prepared(rule: Rule, dtype: torch.dtype) -> tuple[dict, tuple[str, ...], list[Tensor], tuple]:
     """`_split` of `rule` (fixed fields, names) with its values as the kernel's tensor inputs (floats
-    as 0-d tensors in `dtype`), and the kernel key's part that the rule decides: made once per rule object (a rule is immutable, and
-    `optim` and the engine keep theirs from step to step), since this per-call work cost more than
-    a small group's update itself."""
+    as 0-d tensors in `dtype`), and the kernel key's part that the rule decides: made once per rule
+    object (a rule is immutable, and `optim` and the engine keep theirs from step to step), since
+    this per-call work cost more than a small group's update itself."""
     cached = _PREPARED.get(id(rule))
     if cached is not None and cached[0] is rule and cached[1] == dtype:
         return cached[2]

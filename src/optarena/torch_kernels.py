@@ -6,10 +6,11 @@ torch has, a drop-in group under it with ``foreach=True`` or ``fused=True`` hand
 torch.optim's functional API (``torch.optim.adam.adam``, ``torch.optim.sgd.sgd``, ...): the kernels
 torch.optim would run with that choice, so the same speed and the same bits as
 ``torch.optim.<Same>(..., foreach=True)`` / ``(..., fused=True)`` (a ``fused=True`` group under
-`fused.MIN_COMPILED_VALUES` values is `optim`'s flat eager rule instead, faster there). The default
-(``None``) runs the rule itself, eagerly (torch.optim's CPU default is its for-loop too): the numbers of the engine,
-bit for bit, which tests/test_engine.py checks. The rule stays the definition, the engine's code
-and the oracle; this module only maps names: ours to torch's, one table.
+`fused.MIN_COMPILED_VALUES` values is `optim`'s flat eager rule instead, faster there). The
+default (``None``) runs the rule itself, eagerly (torch.optim's CPU default is its for-loop too):
+the numbers of the engine, bit for bit, which tests/test_engine.py checks. The rule stays the
+definition, the engine's code and the oracle; this module only maps names: ours to torch's, one
+table.
 
 Not handed over (the rule's own path runs instead): sparse gradients, per-run tensor
 hyperparameters, a non-zero ``decoupled_weight_decay`` (optarena's extra, torch has none), and
